@@ -1,0 +1,70 @@
+"""Profiles and budgets: one switch, ``HANDLIB_PROFILE``, sets sizes and never the code path.
+
+``profile()`` maps ``ci | cpu | gpu`` to a :class:`Profile`. ``ci`` keeps every notebook under
+about 60 s on 2 CPU cores; ``cpu`` is a real run on a laptop-class CPU; ``gpu`` is the paper's
+setting (224 px crops, ResNet-50, 21×32×32 heat maps; Baek et al. 2019, Sec. 4).
+Stage configs (``RenderConfig``, ``RegressorConfig``, ...) live beside the stage they configure
+and take their sizes from the profile.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+
+import numpy as np
+import torch
+
+PROFILE_ENV = "HANDLIB_PROFILE"
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """Budgets for one run. Everything that depends on compute reads its size from here."""
+
+    name: str
+    image_size: int  # square crop side in pixels fed to the networks (paper: 224)
+    heatmap_size: int  # heat-map side (paper: 32 at 224 px input)
+    backbone: str  # "resnet50" (paper), "resnet18", or "resnet_tiny"
+    train_steps: int  # optimiser steps of a default training run
+    batch_size: int
+    num_samples: int  # size of a default synthetic split
+    refine_steps: int  # Eq. 13 test-time refinement iterations (paper: 50)
+    device: str  # "cpu" or "cuda"
+
+    def torch_device(self) -> torch.device:
+        return torch.device(self.device)
+
+
+PROFILES = {
+    "ci": Profile("ci", image_size=64, heatmap_size=16, backbone="resnet_tiny", train_steps=20,
+                  batch_size=8, num_samples=64, refine_steps=10, device="cpu"),
+    "cpu": Profile("cpu", image_size=128, heatmap_size=32, backbone="resnet18", train_steps=4000,
+                   batch_size=32, num_samples=20000, refine_steps=50, device="cpu"),
+    "gpu": Profile("gpu", image_size=224, heatmap_size=32, backbone="resnet50", train_steps=100000,
+                   batch_size=64, num_samples=200000, refine_steps=50, device="cuda"),
+}
+
+
+def profile(name: str | None = None) -> Profile:
+    """Return the budget for ``name`` or, if None, for ``$HANDLIB_PROFILE`` (default ``cpu``).
+
+    The ``gpu`` profile falls back to the CPU device (same sizes, same code) when CUDA is absent,
+    so that it can still be inspected; it is meant for a machine with a GPU.
+    """
+    name = (name or os.environ.get(PROFILE_ENV) or "cpu").strip().lower()
+    if name not in PROFILES:
+        raise ValueError(f"{PROFILE_ENV}={name!r}: expected one of {sorted(PROFILES)}")
+    prof = PROFILES[name]
+    if prof.device == "cuda" and not torch.cuda.is_available():
+        prof = dataclasses.replace(prof, device="cpu")
+    return prof
+
+
+def seed_everything(seed: int = 0) -> None:
+    """Seed Python, NumPy and PyTorch (CPU and CUDA) so that a run is repeatable."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)

@@ -1,0 +1,677 @@
+"""The hand model of Sec. 3.2: MANO's linear blend skinning with a 63-d parameter h.
+
+``h = [q (4), θ (45), β (10), s (1), t (3)]``: a unit quaternion q for the global rotation, 45
+axis-angle finger-joint rotations θ, 10 shape coefficients β, a scale s and a translation t
+(Baek et al. 2019, Sec. 3.2). The mesh is
+
+    M(h) = s · R(q) · (LBS(θ, β) − j_wrist) + t,
+
+so ``t`` is the wrist position in camera space (metres). ``LBS`` is MANO's (Romero et al. 2017):
+
+1. shape blend:  v_shaped = v_template + shapedirs · β
+2. joints:       J = J_regressor · v_shaped                             (16 joints)
+3. pose blend:   v_posed = v_shaped + posedirs · (R(θ) − I)
+4. chain:        G_k = G_parent(k) · [R_k | J_k − J_parent(k)]           (batched by tree depth)
+5. skinning:     v = Σ_k w_k · (G_k − [0 | G_k J_k]) · v_posed
+
+Two assets provide the arrays: OpenHand (``handlib.open_hand``, the open default) and the
+official MANO pickle (``HandModel.from_mano``), loaded without chumpy and without plain
+``pickle.load`` (:func:`load_mano_pkl`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from . import skeleton
+from .rotations import axis_angle_to_matrix, quaternion_to_matrix
+
+H_SLICES = {"rot": slice(0, 4), "pose": slice(4, 49), "betas": slice(49, 59),
+            "scale": slice(59, 60), "trans": slice(60, 63)}
+H_DIM = 63
+
+# Fingertip vertex conventions for the official MANO topology (thumb, index, middle, ring, pinky).
+# manopth (Hasson et al. 2019) uses 745, 317, 444, 556, 673; its left hand uses 445 for the middle
+# finger. smplx uses 744, 320, 443, 554, 671. See ../shared/hand-anatomy.md §5.
+MANO_TIP_CONVENTIONS = {
+    "manopth": {"right": (745, 317, 444, 556, 673), "left": (745, 317, 445, 556, 673)},
+    "smplx": {"right": (744, 320, 443, 554, 671), "left": (744, 320, 443, 554, 671)},
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# Linear blend skinning (pure functions, same signature and semantics as smplx.lbs)
+# ----------------------------------------------------------------------------------------------
+def blend_shapes(betas: torch.Tensor, shapedirs: torch.Tensor) -> torch.Tensor:
+    """Shape blend shapes. betas (B, L), shapedirs (V, 3, L) → offsets (B, V, 3)."""
+    V, C, L = shapedirs.shape
+    return (betas @ shapedirs.reshape(V * C, L).T).reshape(-1, V, C)
+
+
+def vertices2joints(J_regressor: torch.Tensor, vertices: torch.Tensor) -> torch.Tensor:
+    """Joint regression. J_regressor (J, V), vertices (B, V, 3) → joints (B, J, 3)."""
+    return torch.einsum("jv,bvc->bjc", J_regressor, vertices)
+
+
+def tree_levels(parents) -> list[np.ndarray]:
+    """Group joints by depth in the kinematic tree: MANO's 16 joints form 4 levels.
+
+    Args:
+        parents: (J,) parent index per joint, root −1, parents listed before children.
+    Returns:
+        A list of int arrays, level 0 = [root], level d = joints at depth d.
+    """
+    parents = np.asarray(parents, dtype=np.int64)
+    if parents[0] != -1 or np.any(parents[1:] >= np.arange(1, len(parents))) or np.any(parents[1:] < 0):
+        raise ValueError(f"parents: expected root −1 first and each parent before its child, got "
+                         f"{parents.tolist()}")
+    depth = np.zeros(len(parents), dtype=np.int64)
+    for j in range(1, len(parents)):
+        depth[j] = depth[parents[j]] + 1
+    return [np.flatnonzero(depth == d) for d in range(depth.max() + 1)]
+
+
+_PLAN_CACHE: dict[tuple, tuple] = {}
+
+
+def _level_plan(parents: torch.Tensor) -> tuple:
+    """Joints in level order, each level's slice in it, its parents' positions in the previous
+    level, and the permutation back to joint order. Cached per tree and device."""
+    key = (tuple(parents.tolist()), str(parents.device))
+    plan = _PLAN_CACHE.get(key)
+    if plan is None:
+        par = np.asarray(key[0])
+        levels = tree_levels(par)
+        order = np.concatenate(levels)
+        starts = np.cumsum([0] + [len(lv) for lv in levels])
+        steps = []
+        for d in range(1, len(levels)):
+            prev = {j: i for i, j in enumerate(levels[d - 1])}
+            pos = [prev[p] for p in par[levels[d]]]
+            steps.append((int(starts[d]), int(starts[d + 1]),
+                          None if len(levels[d - 1]) == 1 else torch.as_tensor(pos, device=parents.device)))
+        dev = parents.device
+        plan = (torch.as_tensor(order, device=dev), steps, torch.as_tensor(np.argsort(order), device=dev),
+                torch.as_tensor(np.where(par < 0, 0, par), device=dev))
+        _PLAN_CACHE[key] = plan
+    return plan
+
+
+def rigid_transform(rot_mats: torch.Tensor, joints: torch.Tensor, parents: torch.Tensor):
+    """Forward kinematics, batched by tree depth: one matmul per level (MANO: 3), not per joint.
+
+    Args:
+        rot_mats: (B, J, 3, 3) local joint rotations.
+        joints: (B, J, 3) rest joint locations.
+        parents: (J,) long, root −1.
+    Returns:
+        posed_joints: (B, J, 3) joint locations after posing.
+        rel_transforms: (B, J, 3, 4) [R_k | t_k − R_k J_k], the transform applied to a rest-pose
+            point skinned to joint k (the top 3 rows of smplx's ``A``).
+    """
+    order, steps, inv, par0 = _level_plan(parents)
+    B, J = joints.shape[:2]
+    rel = joints - joints[:, par0] * (parents >= 0)[:, None].to(joints.dtype)  # J_k − J_parent(k)
+    bottom = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=joints.dtype, device=joints.device)
+    local = torch.cat([torch.cat([rot_mats, rel[..., None]], dim=-1),
+                       bottom.expand(B, J, 1, 4)], dim=-2)[:, order]  # (B, J, 4, 4), level order
+    G = [local[:, :1]]
+    for start, end, pos in steps:
+        Gp = G[-1] if pos is None else G[-1][:, pos]  # parents' global transforms (B, n, 4, 4)
+        G.append(Gp @ local[:, start:end])
+    G = torch.cat(G, dim=1)[:, inv, :3]  # (B, J, 3, 4) global [R | t], joint order
+    posed_joints = G[..., 3]
+    A = G - F.pad(G[..., :3] @ joints[..., None], (3, 0))  # [R | t − R J]
+    return posed_joints, A
+
+
+class _Skin(torch.autograd.Function):
+    """Step 5 of LBS: v = Σ_k w_k (R_k v_posed + t_k), with a hand-written backward.
+
+    Autograd through the obvious expression stores a (B, V, 3, 4) blended transform and its
+    broadcast products; here forward and backward are one GEMM each plus elementwise work in a
+    vertex-last layout, which is what makes large batches fast.
+    """
+
+    @staticmethod
+    def forward(ctx, weights, A, v_posed):
+        B, J = A.shape[:2]
+        A12 = A.reshape(B, J, 12)
+        # blended transforms, vertex-last: (B*12, J) @ (J, V) → (B, 3, 4, V)
+        T = (A12.transpose(1, 2).reshape(B * 12, J) @ weights.T).reshape(B, 3, 4, -1)
+        vT = v_posed.transpose(1, 2)  # (B, 3, V)
+        out = (T[:, :, :3] * vT[:, None]).sum(2) + T[:, :, 3]  # (B, 3, V)
+        ctx.save_for_backward(weights, A12, v_posed, T)
+        return out.transpose(1, 2)
+
+    @staticmethod
+    def backward(ctx, grad):
+        weights, A12, v_posed, T = ctx.saved_tensors
+        B, J = A12.shape[:2]
+        gT = grad.transpose(1, 2)  # (B, 3, V)
+        g_w = g_A = g_v = None
+        need_w, need_A, need_v = ctx.needs_input_grad
+        if need_A or need_w:
+            vh = F.pad(v_posed.transpose(1, 2), (0, 0, 0, 1), value=1.0)  # (B, 4, V)
+            dT = (gT[:, :, None] * vh[:, None]).reshape(B * 12, -1)  # (B*12, V)
+            if need_A:
+                g_A = (dT @ weights).reshape(B, 12, J).transpose(1, 2).reshape(B, J, 3, 4)
+            if need_w:
+                g_w = dT.T @ A12.transpose(1, 2).reshape(B * 12, J)
+        if need_v:
+            g_v = (T[:, :, :3] * gT[:, :, None]).sum(1).transpose(1, 2)  # (B, V, 3)
+        return g_w, g_A, g_v
+
+
+def skin(lbs_weights: torch.Tensor, A: torch.Tensor, v_posed: torch.Tensor) -> torch.Tensor:
+    """Blend per-joint transforms and apply them (LBS step 5).
+
+    Args:
+        lbs_weights: (V, J); A: (B, J, 3, 4) relative transforms; v_posed: (B, V, 3).
+    Returns:
+        (B, V, 3) skinned vertices.
+    """
+    return _Skin.apply(lbs_weights, A, v_posed)
+
+
+def lbs(betas: torch.Tensor, pose: torch.Tensor, v_template: torch.Tensor, shapedirs: torch.Tensor,
+        posedirs: torch.Tensor | None, J_regressor: torch.Tensor, parents: torch.Tensor,
+        lbs_weights: torch.Tensor, pose2rot: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Linear blend skinning with smplx's signature and semantics (``smplx.lbs.lbs``).
+
+    Args:
+        betas: (B, L) shape coefficients.
+        pose: (B, J*3) axis-angle including the global rotation first, or with
+            ``pose2rot=False`` (B, J, 3, 3) / (B, J*9) rotation matrices.
+        v_template: (V, 3) or (B, V, 3) rest template.
+        shapedirs: (V, 3, L) shape directions.
+        posedirs: (P, V*3) pose blend shapes, P = (J−1)*9; None skips them (all-zero posedirs).
+        J_regressor: (J, V) dense joint regressor.
+        parents: (J,) long, root −1.
+        lbs_weights: (V, J) skinning weights.
+        pose2rot: whether ``pose`` is axis-angle.
+    Returns:
+        verts: (B, V, 3) posed vertices.
+        joints: (B, J, 3) posed joints.
+    """
+    B = max(betas.shape[0], pose.shape[0])
+    v_shaped = v_template + blend_shapes(betas, shapedirs)  # 1. (B, V, 3)
+    if v_template.dim() == 2:
+        # 2. joints are linear in β: regress the template and the basis once, not the mesh.
+        V, C, L = shapedirs.shape
+        J_dirs = (J_regressor @ shapedirs.reshape(V, C * L)).reshape(-1, C, L)  # (J, 3, L)
+        J = (J_regressor @ v_template) + blend_shapes(betas, J_dirs)
+    else:
+        J = vertices2joints(J_regressor, v_shaped)  # (B, J, 3)
+    if pose2rot:
+        rot_mats = axis_angle_to_matrix(pose.reshape(B, -1, 3))  # (B, J, 3, 3)
+    else:
+        rot_mats = pose.reshape(B, -1, 3, 3)
+    if posedirs is not None:  # 3. pose blend shapes
+        eye = torch.eye(3, dtype=rot_mats.dtype, device=rot_mats.device)
+        pose_feature = (rot_mats[:, 1:] - eye).reshape(B, -1)  # (B, P)
+        v_posed = v_shaped + (pose_feature @ posedirs).reshape(B, -1, 3)
+    else:
+        v_posed = v_shaped
+    posed_joints, A = rigid_transform(rot_mats, J, parents)  # 4. (B, J, 3), (B, J, 3, 4)
+    return skin(lbs_weights, A, v_posed), posed_joints  # 5.
+
+
+# ----------------------------------------------------------------------------------------------
+# Official MANO pickles, read safely
+# ----------------------------------------------------------------------------------------------
+class _PickledState:
+    """Stands in for a chumpy or scipy.sparse object: keeps the pickled state, runs nothing."""
+
+    def __setstate__(self, state):
+        if not isinstance(state, dict):
+            raise pickle.UnpicklingError(f"unexpected state of type {type(state).__name__}")
+        self.state = state
+
+
+class _ChumpyCh(_PickledState):
+    kind = "chumpy"
+
+
+class _SparseState(_PickledState):
+    kind = "sparse"
+    fmt = "csc"
+
+
+class _CsrState(_SparseState):
+    fmt = "csr"
+
+
+def _safe_reconstructor(cls, base, state):
+    """``copy_reg._reconstructor`` restricted to our placeholder classes."""
+    if not (isinstance(cls, type) and issubclass(cls, _PickledState)) or base is not object \
+            or state is not None:
+        raise pickle.UnpicklingError(f"refusing copy_reg._reconstructor({cls!r}, {base!r})")
+    return cls.__new__(cls)
+
+
+def _safe_codecs_encode(text, encoding="utf-8"):
+    """Python 3 protocol-2 pickles store bytes as ``_codecs.encode(str, 'latin1')``."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"refusing _codecs.encode(..., {encoding!r})")
+    return text.encode("latin1")
+
+
+def _numpy_core():
+    try:
+        from numpy._core import multiarray  # numpy ≥ 2
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.core import multiarray
+    return multiarray
+
+
+_ALLOWED = {
+    ("numpy", "ndarray"): lambda: np.ndarray,
+    ("numpy", "dtype"): lambda: np.dtype,
+    ("copy_reg", "_reconstructor"): lambda: _safe_reconstructor,
+    ("copyreg", "_reconstructor"): lambda: _safe_reconstructor,
+    ("_codecs", "encode"): lambda: _safe_codecs_encode,
+    ("__builtin__", "object"): lambda: object,
+    ("builtins", "object"): lambda: object,
+    ("__builtin__", "set"): lambda: set,
+    ("builtins", "set"): lambda: set,
+}
+for _mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+    _ALLOWED[(_mod, "_reconstruct")] = lambda: _numpy_core()._reconstruct
+    _ALLOWED[(_mod, "scalar")] = lambda: _numpy_core().scalar
+for _mod in ("scipy.sparse.csc", "scipy.sparse._csc"):
+    _ALLOWED[(_mod, "csc_matrix")] = lambda: _SparseState
+for _mod in ("scipy.sparse.csr", "scipy.sparse._csr"):
+    _ALLOWED[(_mod, "csr_matrix")] = lambda: _CsrState
+_ALLOWED[("chumpy.ch", "Ch")] = lambda: _ChumpyCh
+
+
+class UnsafePickleError(pickle.UnpicklingError):
+    """A pickle asked for something other than array data; nothing from it was executed."""
+
+
+class _MANOUnpickler(pickle.Unpickler):
+    """Admits only numpy arrays, scipy.sparse matrices and chumpy ``Ch`` containers as data."""
+
+    def __init__(self, file, source: str):
+        super().__init__(file, encoding="latin1")
+        self.source = source
+
+    def find_class(self, module, name):
+        factory = _ALLOWED.get((module, name))
+        if factory is None:
+            raise UnsafePickleError(
+                f"{self.source}: refusing to load '{module}.{name}': a MANO file holds only numpy "
+                "and scipy.sparse arrays and chumpy containers, so this file is not a MANO model "
+                "or has been tampered with. Nothing from it was executed.")
+        return factory()
+
+
+def _to_array(value, key: str, source: str) -> np.ndarray:
+    """Turn a placeholder (chumpy / sparse) or an ndarray into a dense float/int ndarray."""
+    if isinstance(value, _ChumpyCh):
+        if "x" not in value.state:
+            raise ValueError(f"{source}: key {key!r} is a chumpy object without data ('x')")
+        value = value.state["x"]
+    elif isinstance(value, _SparseState):
+        import scipy.sparse as sp
+
+        st = value.state
+        shape = st.get("_shape", st.get("shape"))
+        cls = sp.csc_matrix if value.fmt == "csc" else sp.csr_matrix
+        try:
+            value = cls((st["data"], st["indices"], st["indptr"]), shape=shape).toarray()
+        except KeyError as err:
+            raise ValueError(f"{source}: key {key!r}: sparse matrix without {err}") from None
+    return np.asarray(value)
+
+
+MANO_KEYS = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f",
+             "hands_components", "hands_mean")
+
+
+def load_mano_pkl(path) -> dict[str, np.ndarray]:
+    """Read an official MANO pickle (MANO_RIGHT.pkl / MANO_LEFT.pkl) without chumpy, safely.
+
+    The official files are Python 2 protocol-2 pickles holding numpy arrays, a scipy.sparse
+    ``J_regressor`` and chumpy ``Ch`` objects; a copy re-saved under Python 3 with protocol 2
+    encodes raw bytes through ``_codecs.encode``, which is admitted too. Any other global (e.g.
+    ``os.system``) is refused before it can run.
+
+    Returns:
+        dict with ``v_template (V,3)``, ``shapedirs (V,3,10)``, ``posedirs (P, V*3)`` (transposed
+        from the file's (V,3,P) as smplx does), ``J_regressor (16,V)`` dense, ``weights (V,16)``,
+        ``parents (16,)``, ``faces (F,3)``, ``hands_components (45,45)``, ``hands_mean (45,)``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"MANO model not found: {path} (see data_scripts/get_mano.md)")
+    with open(path, "rb") as fh:
+        try:
+            raw = _MANOUnpickler(io.BytesIO(fh.read()), str(path)).load()
+        except UnsafePickleError:
+            raise
+        except Exception as err:  # truncated / not a pickle at all
+            raise ValueError(f"{path}: not a readable MANO pickle ({type(err).__name__}: {err})") \
+                from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a dict of arrays, got {type(raw).__name__}")
+    missing = [k for k in MANO_KEYS if k not in raw]
+    if missing:
+        raise KeyError(f"{path}: missing MANO keys {missing}")
+    a = {k: _to_array(raw[k], k, str(path)) for k in MANO_KEYS}
+    V = a["v_template"].shape[0]
+    expect = {"v_template": (V, 3), "weights": (V, None), "f": (None, 3), "J_regressor": (None, V)}
+    for k, shp in expect.items():
+        if a[k].ndim != len(shp) or any(s is not None and s != d for s, d in zip(shp, a[k].shape)):
+            raise ValueError(f"{path}: key {k!r} has shape {a[k].shape}, expected {shp}")
+    posedirs = a["posedirs"]
+    if posedirs.ndim != 3 or posedirs.shape[:2] != (V, 3):
+        raise ValueError(f"{path}: key 'posedirs' has shape {posedirs.shape}, expected (V, 3, P)")
+    parents = a["kintree_table"][0].astype(np.int64)
+    parents[0] = -1  # the file stores the root's parent as 2**32 − 1
+    return {
+        "v_template": a["v_template"].astype(np.float64),
+        "shapedirs": a["shapedirs"].astype(np.float64),
+        "posedirs": posedirs.reshape(V * 3, -1).T.astype(np.float64),
+        "J_regressor": a["J_regressor"].astype(np.float64),
+        "weights": a["weights"].astype(np.float64),
+        "parents": parents,
+        "faces": a["f"].astype(np.int64),
+        "hands_components": a["hands_components"].astype(np.float64),
+        "hands_mean": a["hands_mean"].reshape(-1).astype(np.float64),
+    }
+
+
+def fix_left_shapedirs(arrays: dict, right: dict | None = None) -> bool:
+    """The known MANO_LEFT.pkl bug: its shapedirs' x component was not mirrored.
+
+    With the right model at hand, the classic check applies (left and right x components nearly
+    equal ⇒ negate the left one). Without it, a geometric check: shape direction 0 grows the
+    hand, so its x displacement must correlate positively with the template's x about its mean;
+    a negative correlation means the x component has the wrong sign. Fixes ``arrays`` in place.
+
+    Returns:
+        True if the x component was negated.
+    """
+    sd = arrays["shapedirs"]
+    if right is not None and right["shapedirs"].shape == sd.shape:
+        broken = np.abs(sd[:, 0, :] - right["shapedirs"][:, 0, :]).sum() < 1.0
+    else:
+        x = arrays["v_template"][:, 0] - arrays["v_template"][:, 0].mean()
+        broken = float(np.dot(x, sd[:, 0, 0])) < 0.0
+    if broken:
+        sd[:, 0, :] *= -1.0
+    return bool(broken)
+
+
+def mirror_arrays(arrays: dict) -> dict:
+    """Mirror a right-hand model to a left hand (x → −x), keeping the joint order.
+
+    The vertex positions, shape directions and pose blend shapes flip their x component, faces
+    reverse their winding, and pose-space quantities transform as axis-angle under the
+    reflection M = diag(−1, 1, 1): r → det(M)·M r = (x, −y, −z) (MANO's left ``hands_mean`` is the
+    right one with y and z negated; ../shared/hand-anatomy.md §5).
+    """
+    out = dict(arrays)
+    flip = np.array([-1.0, 1.0, 1.0])
+    out["v_template"] = arrays["v_template"] * flip
+    out["shapedirs"] = arrays["shapedirs"] * flip[None, :, None]
+    V = arrays["v_template"].shape[0]
+    P = arrays["posedirs"].shape[0]
+    # pose feature (R − I)_{ik} of each joint transforms as s_i s_k with s = (−1, 1, 1)
+    s_feat = np.tile(np.outer(flip, flip).reshape(-1), P // 9)  # (P,)
+    pd = arrays["posedirs"].reshape(P, V, 3) * s_feat[:, None, None] * flip
+    out["posedirs"] = pd.reshape(P, V * 3)
+    out["faces"] = arrays["faces"][:, [0, 2, 1]]
+    aa = np.array([1.0, -1.0, -1.0])
+    out["hands_mean"] = (arrays["hands_mean"].reshape(-1, 3) * aa).reshape(-1)
+    hc = arrays["hands_components"]
+    out["hands_components"] = (hc.reshape(hc.shape[0], -1, 3) * aa).reshape(hc.shape)
+    for key in ("pose_library",):
+        if key in arrays:
+            out[key] = (arrays[key].reshape(arrays[key].shape[0], -1, 3) * aa).reshape(arrays[key].shape)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# The Module
+# ----------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class HandOutput:
+    """What :class:`HandModel` returns.
+
+    Attributes:
+        verts: (B, V, 3) mesh vertices, metres.
+        joints: (B, 21, 3) keypoints in handlib order (16 regressed joints + 5 tip vertices).
+        joints16: (B, 16, 3) MANO's joints in MANO order.
+        full_pose: (B, 45) the finger-joint axis-angle actually applied (mean and PCA resolved).
+    """
+
+    verts: torch.Tensor
+    joints: torch.Tensor
+    joints16: torch.Tensor
+    full_pose: torch.Tensor
+
+
+@dataclasses.dataclass(frozen=True)
+class HandParams:
+    """The 63-d mesh parameter h of Sec. 3.2, unpacked. Shapes (B, 4), (B, 45), (B, 10), (B, 1),
+    (B, 3)."""
+
+    rot: torch.Tensor
+    pose: torch.Tensor
+    betas: torch.Tensor
+    scale: torch.Tensor
+    trans: torch.Tensor
+
+
+def unpack_h(h: torch.Tensor) -> HandParams:
+    """(B, 63) h → :class:`HandParams` (quaternion, pose, shape, scale, translation)."""
+    if h.dim() != 2 or h.shape[-1] != H_DIM:
+        raise ValueError(f"h: expected shape (B, {H_DIM}), got {tuple(h.shape)}")
+    return HandParams(**{k: h[:, s] for k, s in H_SLICES.items()})
+
+
+def pack_h(rot, pose, betas, scale, trans) -> torch.Tensor:
+    """Inverse of :func:`unpack_h`: (B,4), (B,45), (B,10), (B,1), (B,3) → (B, 63)."""
+    return torch.cat([rot, pose, betas, scale, trans], dim=-1)
+
+
+def identity_h(batch: int = 1, trans=(0.0, 0.0, 0.5), dtype=torch.float32, device=None) -> torch.Tensor:
+    """h with identity rotation, zero pose offset and shape, unit scale, wrist at ``trans``."""
+    h = torch.zeros(batch, H_DIM, dtype=dtype, device=device)
+    h[:, 0] = 1.0
+    h[:, 59] = 1.0
+    h[:, 60:63] = torch.as_tensor(trans, dtype=dtype, device=device)
+    return h
+
+
+class HandModel(nn.Module):
+    """MANO-interface hand model: OpenHand by default, or the official MANO file.
+
+    Args:
+        side: "right" (default) or "left" (the mirror of the right OpenHand).
+        flat_hand_mean: if False (smplx's default), a zero pose is ``hands_mean`` (a relaxed hand)
+            and ``pose`` is an offset from it; if True, a zero pose is the flat template.
+        use_pca: if True, ``pose`` holds ``num_pca_comps`` PCA coefficients of the pose prior.
+        num_pca_comps: number of PCA components used when ``use_pca`` (manopth/smplx default 6).
+        arrays: model arrays (as from :func:`handlib.open_hand.load_asset` or
+            :func:`load_mano_pkl`); None loads the shipped OpenHand asset.
+        tip_vertex_ids: five fingertip vertices (thumb, index, middle, ring, pinky); default from
+            the arrays (OpenHand) or the manopth convention (MANO).
+        dtype: float dtype of the buffers.
+    """
+
+    def __init__(self, side: str = "right", flat_hand_mean: bool = False, use_pca: bool = False,
+                 num_pca_comps: int = 6, arrays: dict | None = None, tip_vertex_ids=None,
+                 dtype: torch.dtype = torch.float32, name: str = "OpenHand"):
+        super().__init__()
+        if side not in ("right", "left"):
+            raise ValueError(f"side: expected 'right' or 'left', got {side!r}")
+        if arrays is None:
+            from .open_hand import load_asset
+
+            arrays = load_asset()
+            if side == "left":
+                arrays = mirror_arrays(arrays)
+        self.side, self.name = side, name
+        self.flat_hand_mean, self.use_pca = flat_hand_mean, use_pca
+        if tip_vertex_ids is None:
+            tip_vertex_ids = arrays.get("tip_vertex_ids")
+            if tip_vertex_ids is None:
+                raise ValueError("tip_vertex_ids: the arrays carry none; pass the five fingertip "
+                                 "vertex ids (thumb, index, middle, ring, pinky)")
+        V = arrays["v_template"].shape[0]
+        n_comps = arrays["hands_components"].shape[0]
+        if use_pca and not 1 <= num_pca_comps <= n_comps:
+            raise ValueError(f"num_pca_comps: expected 1..{n_comps}, got {num_pca_comps}")
+        self.num_pca_comps = num_pca_comps if use_pca else 45
+
+        def buf(name, value, dt=dtype):
+            self.register_buffer(name, torch.as_tensor(np.asarray(value), dtype=dt), persistent=False)
+
+        buf("v_template", arrays["v_template"])
+        buf("shapedirs", arrays["shapedirs"])
+        buf("posedirs", arrays["posedirs"])
+        buf("J_regressor", arrays["J_regressor"])
+        buf("lbs_weights", arrays["weights"])
+        buf("parents", np.asarray(arrays["parents"], dtype=np.int64), torch.long)
+        buf("faces", np.asarray(arrays["faces"], dtype=np.int64), torch.long)
+        buf("tip_vertex_ids", np.asarray(tip_vertex_ids, dtype=np.int64), torch.long)
+        buf("hands_components", arrays["hands_components"])
+        buf("hands_mean", arrays["hands_mean"])
+        self.posedirs_zero = bool(np.all(np.asarray(arrays["posedirs"]) == 0))
+        self.num_betas = self.shapedirs.shape[-1]
+        for key, want in (("shapedirs", (V, 3)), ("J_regressor", (16, V)), ("lbs_weights", (V, 16))):
+            got = tuple(getattr(self, key).shape[:2])
+            if got != want:
+                raise ValueError(f"{name}: {key} has shape {got}, expected {want} (V={V})")
+
+    # -- constructors --------------------------------------------------------------------------
+    @classmethod
+    def from_mano(cls, path=None, side: str | None = None, fingertips: str | tuple = "manopth",
+                  fix_shapedirs: bool | None = None, **kwargs) -> HandModel:
+        """Load the official MANO model.
+
+        Args:
+            path: MANO_RIGHT.pkl / MANO_LEFT.pkl, or a folder holding them; default
+                ``$HANDLIB_MANO_DIR``.
+            side: "right" or "left"; default inferred from the wrist's x (MANO's right wrist
+                sits at x ≈ +0.096 m, the left one at −0.096 m).
+            fingertips: "manopth" (745, 317, 444, 556, 673), "smplx" (744, 320, 443, 554, 671),
+                or five explicit vertex ids (thumb, index, middle, ring, pinky).
+            fix_shapedirs: apply the left-hand shapedirs fix (None: when detected).
+            **kwargs: passed to :class:`HandModel` (flat_hand_mean, use_pca, ...).
+        """
+        path = Path(path or os.environ.get("HANDLIB_MANO_DIR", ""))
+        if str(path) in ("", ".") :
+            raise FileNotFoundError("HandModel.from_mano: pass a path or set HANDLIB_MANO_DIR "
+                                    "(see data_scripts/get_mano.md)")
+        if path.is_dir():
+            name = f"MANO_{(side or 'right').upper()}.pkl"
+            path = path / name
+        arrays = load_mano_pkl(path)
+        J0 = arrays["J_regressor"][0] @ arrays["v_template"]
+        side = side or ("right" if J0[0] > 0 else "left")
+        if side == "left" and fix_shapedirs is not False:
+            right_path = path.with_name(path.name.replace("LEFT", "RIGHT"))
+            right = load_mano_pkl(right_path) if right_path != path and right_path.is_file() else None
+            if fix_shapedirs:
+                arrays["shapedirs"][:, 0, :] *= -1.0
+            else:
+                fix_left_shapedirs(arrays, right)
+        if isinstance(fingertips, str):
+            if fingertips not in MANO_TIP_CONVENTIONS:
+                raise ValueError(f"fingertips: expected one of {list(MANO_TIP_CONVENTIONS)} or 5 ids")
+            tips = MANO_TIP_CONVENTIONS[fingertips][side]
+        else:
+            tips = tuple(int(t) for t in fingertips)
+            if len(tips) != 5:
+                raise ValueError(f"fingertips: expected 5 vertex ids, got {len(tips)}")
+        return cls(side=side, arrays=arrays, tip_vertex_ids=tips, name=f"MANO ({path.name})", **kwargs)
+
+    # -- forward -------------------------------------------------------------------------------
+    def full_pose(self, pose: torch.Tensor) -> torch.Tensor:
+        """(B, 45) axis-angle or (B, ncomps) PCA coefficients → (B, 45) applied axis-angle."""
+        if self.use_pca:
+            pose = pose @ self.hands_components[: self.num_pca_comps]
+        if not self.flat_hand_mean:
+            pose = pose + self.hands_mean
+        return pose
+
+    def forward(self, pose: torch.Tensor | None = None, betas: torch.Tensor | None = None,
+                rot: torch.Tensor | None = None, scale: torch.Tensor | None = None,
+                trans: torch.Tensor | None = None) -> HandOutput:
+        """Pose, shape and place the hand.
+
+        Args:
+            pose: (B, 45) axis-angle of joints 1..15 in MANO order (or (B, ncomps) with use_pca);
+                default zeros.
+            betas: (B, 10) shape; default zeros.
+            rot: (B, 4) global rotation quaternion (w, x, y, z), normalised inside; default identity.
+            scale: (B, 1); default 1.
+            trans: (B, 3) wrist position; default: where the model's own frame puts it.
+        Returns:
+            :class:`HandOutput` with verts (B, V, 3), joints (B, 21, 3), joints16, full_pose.
+        """
+        given = [t for t in (pose, betas, rot, scale, trans) if t is not None]
+        B = given[0].shape[0] if given else 1
+        dt, dev = self.v_template.dtype, self.v_template.device
+        n_pose = self.num_pca_comps
+        pose = torch.zeros(B, n_pose, dtype=dt, device=dev) if pose is None else pose
+        betas = torch.zeros(B, self.num_betas, dtype=dt, device=dev) if betas is None else betas
+        for arg, val, width in (("pose", pose, n_pose), ("betas", betas, self.num_betas),
+                                ("rot", rot, 4), ("scale", scale, 1), ("trans", trans, 3)):
+            if val is not None and (val.dim() != 2 or val.shape != (B, width)):
+                raise ValueError(f"{arg}: expected shape ({B}, {width}), got {tuple(val.shape)}")
+        full = self.full_pose(pose)
+        full48 = torch.cat([torch.zeros(B, 3, dtype=full.dtype, device=dev), full], dim=1)
+        verts, j16 = lbs(betas, full48, self.v_template, self.shapedirs,
+                         None if self.posedirs_zero else self.posedirs, self.J_regressor,
+                         self.parents, self.lbs_weights)
+        tips = verts[:, self.tip_vertex_ids]  # (B, 5, 3)
+        kp = torch.cat([j16, tips], dim=1)[:, _MANO21_TO_HANDLIB]  # (B, 21, 3)
+        if rot is not None or scale is not None or trans is not None:
+            root = j16[:, :1]  # (B, 1, 3) the wrist
+            R = quaternion_to_matrix(rot) if rot is not None else None
+            s = scale[:, None] if scale is not None else None
+            t = trans[:, None] if trans is not None else root
+
+            def place(x):  # s · R (x − wrist) + t
+                x = x - root
+                if R is not None:
+                    x = x @ R.transpose(-1, -2)
+                if s is not None:
+                    x = x * s
+                return x + t
+
+            verts, kp, j16 = place(verts), place(kp), place(j16)
+        return HandOutput(verts=verts, joints=kp, joints16=j16, full_pose=full)
+
+    def from_h(self, h: torch.Tensor) -> HandOutput:
+        """Forward from the packed 63-d h = [q (4), θ (45), β (10), s (1), t (3)] (Sec. 3.2)."""
+        p = unpack_h(h)
+        if self.use_pca:
+            raise ValueError("from_h: h carries a full 45-d pose; build the model with use_pca=False")
+        return self(pose=p.pose, betas=p.betas, rot=p.rot, scale=p.scale, trans=p.trans)
+
+    @property
+    def num_verts(self) -> int:
+        return self.v_template.shape[0]
+
+    def extra_repr(self) -> str:
+        return (f"name={self.name!r}, side={self.side!r}, V={self.num_verts}, F={self.faces.shape[0]}, "
+                f"flat_hand_mean={self.flat_hand_mean}, use_pca={self.use_pca}")
+
+
+# MANO's 16 joints + 5 tips (thumb, index, middle, ring, pinky) → handlib keypoint order.
+_MANO21_TO_HANDLIB = torch.as_tensor(skeleton.order_index("mano", "handlib"))

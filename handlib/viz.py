@@ -1,0 +1,232 @@
+"""Figures and widgets. Every function returns a figure or widget and never calls ``show()``.
+
+* plotly for interactive 3D (``mesh_figure``), matplotlib for static pictures (``overlay_2d``,
+  ``mesh_views``), ipywidgets for explorers (``pose_explorer``).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import skeleton
+
+
+def _np(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def weight_colors(lbs_weights) -> np.ndarray:
+    """(V, 16) skinning weights → (V, 3) RGB: each joint a colour, blended by weight."""
+    import matplotlib
+
+    palette = matplotlib.colormaps["tab20"](np.arange(16))[:, :3]  # (16, 3)
+    return _np(lbs_weights) @ palette
+
+
+def _bone_lines(joints: np.ndarray):
+    """Per finger, the polyline wrist → MCP → … → tip as (name, (n, 3 or 2)) pairs."""
+    for name, idx in skeleton.FINGERS.items():
+        yield name, joints[[skeleton.ROOT, *idx]]
+
+
+# ---------------------------------------------------------------------------------- plotly -----
+def mesh_figure(verts, faces, joints=None, color: str = "#e0ac8a", opacity: float = 1.0,
+                title: str | None = None, fig=None, vertex_colors=None):
+    """Interactive 3D mesh with an optional skeleton.
+
+    Args:
+        verts: (V, 3) vertices. faces: (F, 3). joints: optional (21, 3) keypoints (handlib order).
+        fig: an existing ``go.Figure``/``go.FigureWidget`` to add the traces to.
+        vertex_colors: optional (V, 3) RGB in [0, 1] per vertex (e.g. skinning weights).
+    Returns:
+        plotly Figure; the mesh trace is ``fig.data[0]``.
+    """
+    import plotly.graph_objects as go
+
+    v, f = _np(verts), _np(faces)
+    fig = fig if fig is not None else go.Figure()
+    colors = {"color": color} if vertex_colors is None else {
+        "vertexcolor": [f"rgb({r:.0f},{g:.0f},{b:.0f})" for r, g, b in 255 * _np(vertex_colors)]}
+    fig.add_trace(go.Mesh3d(x=v[:, 0], y=v[:, 1], z=v[:, 2], i=f[:, 0], j=f[:, 1], k=f[:, 2],
+                            **colors, opacity=opacity, flatshading=False, name="mesh",
+                            lighting=dict(ambient=0.45, diffuse=0.8, specular=0.15, roughness=0.7),
+                            lightposition=dict(x=0, y=-100, z=-200)))
+    if joints is not None:
+        j = _np(joints)
+        for name, line in _bone_lines(j):
+            fig.add_trace(go.Scatter3d(x=line[:, 0], y=line[:, 1], z=line[:, 2], mode="lines+markers",
+                                       line=dict(color=skeleton.FINGER_COLORS[name], width=6),
+                                       marker=dict(size=3), name=name))
+    # camera convention: y down, z forward; show it the way a camera sees it
+    fig.update_layout(title=title, showlegend=joints is not None, margin=dict(l=0, r=0, t=30, b=0),
+                      scene=dict(aspectmode="data", camera=dict(up=dict(x=0, y=-1, z=0),
+                                                                eye=dict(x=0, y=0, z=-2))))
+    return fig
+
+
+# ------------------------------------------------------------------------------ matplotlib -----
+def overlay_2d(image=None, kp2d=None, mask=None, ax=None, title: str | None = None,
+               valid=None, image_size=None):
+    """Keypoints (and mask) drawn over an image.
+
+    Args:
+        image: (H, W, 3) uint8 or float in [0, 1], or None (blank canvas of ``image_size``).
+        kp2d: (21, 2) pixel coordinates in handlib order. mask: (H, W) bool/float.
+        valid: (21,) bool; invalid keypoints are not drawn.
+    Returns:
+        matplotlib Figure.
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(4, 4))
+        plt.close(fig)  # returned, not auto-shown: Jupyter displays it once
+    else:
+        fig = ax.figure
+    if image is not None:
+        ax.imshow(_np(image))
+    elif image_size is not None:
+        ax.set_xlim(-0.5, image_size[1] - 0.5)
+        ax.set_ylim(image_size[0] - 0.5, -0.5)
+    if mask is not None:
+        m = _np(mask).astype(float)
+        ax.imshow(np.ma.masked_where(m < 0.5, m), cmap="cool", alpha=0.35, vmin=0, vmax=1)
+    if kp2d is not None:
+        kp = _np(kp2d)
+        ok = np.ones(21, bool) if valid is None else _np(valid).astype(bool)
+        for name, idx in skeleton.FINGERS.items():
+            chain = [skeleton.ROOT, *idx]
+            for a, b in zip(chain[:-1], chain[1:]):
+                if ok[a] and ok[b]:
+                    ax.plot(kp[[a, b], 0], kp[[a, b], 1], "-", color=skeleton.FINGER_COLORS[name], lw=2)
+        ax.scatter(kp[ok, 0], kp[ok, 1], s=10, c="white", edgecolors="black", linewidths=0.5, zorder=3)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def _shaded_polys(v: np.ndarray, f: np.ndarray, light=(0.3, -0.5, -0.8)):
+    tri = v[f]  # (F, 3, 3)
+    n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    n /= np.linalg.norm(n, axis=1, keepdims=True) + 1e-12
+    light = np.asarray(light) / np.linalg.norm(light)
+    return tri, np.clip(n @ light, 0, 1)
+
+
+def mesh_views(verts, faces, joints=None, views=("palm", "back", "side"), color=(0.88, 0.67, 0.54),
+               title: str | None = None):
+    """Static shaded pictures of a hand mesh from several directions (painter's algorithm).
+
+    Args:
+        verts: (V, 3) in MANO's model frame or camera space; faces (F, 3); joints (21, 3) optional.
+        views: any of "palm" (looking along +y), "back" (−y), "side" (looking along +z), "camera"
+            (along +z with y down, as a camera sees camera-space points).
+    Returns:
+        matplotlib Figure with one panel per view.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import PolyCollection
+
+    v, f = _np(verts).astype(np.float64), _np(faces)
+    # view → (rotation taking points to a viewer frame with x right, y up, z towards the viewer)
+    R = {"palm": np.array([[-1, 0, 0], [0, 0, 1], [0, 1, 0]]),  # palm faces −y: look from −y
+         "back": np.array([[1, 0, 0], [0, 0, 1], [0, -1, 0]]),
+         "side": np.array([[-1, 0, 0], [0, -1, 0], [0, 0, -1]]),
+         "camera": np.array([[1, 0, 0], [0, -1, 0], [0, 0, -1]])}
+    fig, axes = plt.subplots(1, len(views), figsize=(3.2 * len(views), 3.4), squeeze=False)
+    plt.close(fig)  # returned, not auto-shown
+    for ax, name in zip(axes[0], views):
+        p = (v - v.mean(0)) @ R[name].T
+        tri, shade = _shaded_polys(p, f, light=(0.2, 0.4, 1.0))
+        front = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])[:, 2] > 0
+        order = np.argsort(tri[:, :, 2].mean(1))  # far to near
+        order = order[front[order]]
+        cols = np.clip(np.asarray(color)[None] * (0.35 + 0.65 * shade[order, None]), 0, 1)
+        ax.add_collection(PolyCollection(tri[order, :, :2], facecolors=cols, edgecolors="none"))
+        if joints is not None:
+            j = (_np(joints) - v.mean(0)) @ R[name].T
+            for fname, line in _bone_lines(j):
+                ax.plot(line[:, 0], line[:, 1], "-o", ms=2, lw=1.2, color=skeleton.FINGER_COLORS[fname])
+        ax.set_aspect("equal")
+        ax.autoscale_view()
+        ax.set_title(name)
+        ax.set_axis_off()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------------------- widgets ------
+def pose_explorer(model, pose_library: dict | None = None):
+    """An ipywidgets explorer: a slider per finger-joint axis and per shape direction.
+
+    Joints are grouped per finger in tabs (3 joints × 3 axis-angle components); the shape tab
+    holds one slider per β in [−3, 3] σ. A dropdown loads named poses. The mesh is a plotly
+    FigureWidget updated in place.
+
+    Args:
+        model: a :class:`handlib.HandModel` (use ``flat_hand_mean=True`` to start from a flat hand).
+        pose_library: optional {name: (45,) axis-angle}.
+    Returns:
+        (widget, state): the ipywidgets VBox to display, and a dict with ``pose_sliders``
+        (15×3 list), ``shape_sliders``, ``figure``, ``update()`` for programmatic use and tests.
+    """
+    import ipywidgets as W
+    import plotly.graph_objects as go
+
+    dtype = model.v_template.dtype
+    joint_names = skeleton.MANO_JOINT_NAMES[1:]
+    pose_sliders = [[W.FloatSlider(value=0.0, min=-1.6, max=1.6, step=0.02, description=f"{n} {ax}",
+                                   continuous_update=False, layout=W.Layout(width="320px"))
+                     for ax in "xyz"] for n in joint_names]
+    shape_sliders = [W.FloatSlider(value=0.0, min=-3.0, max=3.0, step=0.1, description=f"β{i}",
+                                   continuous_update=False) for i in range(model.num_betas)]
+    with torch.no_grad():
+        out = model()
+    fig = go.FigureWidget(mesh_figure(out.verts[0], model.faces, out.joints[0]))
+
+    def params():
+        pose = torch.tensor([[s.value for s in row] for row in pose_sliders], dtype=dtype).reshape(1, 45)
+        betas = torch.tensor([[s.value for s in shape_sliders]], dtype=dtype)
+        return pose, betas
+
+    def update(*_):
+        pose, betas = params()
+        with torch.no_grad():
+            o = model(pose=pose, betas=betas)
+        v, j = o.verts[0].numpy(), o.joints[0].numpy()
+        with fig.batch_update():
+            fig.data[0].x, fig.data[0].y, fig.data[0].z = v[:, 0], v[:, 1], v[:, 2]
+            for trace, (_, line) in zip(fig.data[1:], _bone_lines(j)):
+                trace.x, trace.y, trace.z = line[:, 0], line[:, 1], line[:, 2]
+        return o
+
+    for s in [s for row in pose_sliders for s in row] + shape_sliders:
+        s.observe(update, names="value")
+    fingers = {"index": (0, 1, 2), "middle": (3, 4, 5), "pinky": (6, 7, 8), "ring": (9, 10, 11),
+               "thumb": (12, 13, 14)}
+    tabs = W.Tab(children=[W.VBox([s for j in idx for s in pose_sliders[j]]) for idx in fingers.values()]
+                 + [W.VBox(shape_sliders)])
+    for i, name in enumerate([*fingers, "shape"]):
+        tabs.set_title(i, name)
+    children = [tabs]
+    if pose_library:
+        dd = W.Dropdown(options=["(sliders)", *pose_library], description="pose")
+
+        def load(change):
+            if change["new"] in pose_library:
+                values = np.asarray(pose_library[change["new"]]).reshape(15, 3)
+                for row, vals in zip(pose_sliders, values):
+                    for s, val in zip(row, vals):
+                        s.unobserve(update, names="value")
+                        s.value = float(val)
+                        s.observe(update, names="value")
+                update()
+
+        dd.observe(load, names="value")
+        children.insert(0, dd)
+    box = W.VBox([W.HBox([W.VBox(children), fig])])
+    return box, {"pose_sliders": pose_sliders, "shape_sliders": shape_sliders, "figure": fig,
+                 "update": update}
