@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from . import skeleton
 from .rotations import axis_angle_to_matrix, quaternion_to_matrix
@@ -83,26 +82,77 @@ _PLAN_CACHE: dict[tuple, tuple] = {}
 
 
 def _level_plan(parents: torch.Tensor) -> tuple:
-    """Joints in level order, each level's slice in it, its parents' positions in the previous
-    level, and the permutation back to joint order. Cached per tree and device."""
+    """Joints in level order, each level's slice in it with its parents' positions (also in level
+    order), the permutation back to joint order, and a per-dtype constant cache. Cached per tree."""
     key = (tuple(parents.tolist()), str(parents.device))
     plan = _PLAN_CACHE.get(key)
     if plan is None:
         par = np.asarray(key[0])
         levels = tree_levels(par)
         order = np.concatenate(levels)
+        pos_of = np.empty_like(order)
+        pos_of[order] = np.arange(len(order))
         starts = np.cumsum([0] + [len(lv) for lv in levels])
-        steps = []
-        for d in range(1, len(levels)):
-            prev = {j: i for i, j in enumerate(levels[d - 1])}
-            pos = [prev[p] for p in par[levels[d]]]
-            steps.append((int(starts[d]), int(starts[d + 1]),
-                          None if len(levels[d - 1]) == 1 else torch.as_tensor(pos, device=parents.device)))
         dev = parents.device
+        steps = [(int(starts[d]), int(starts[d + 1]), int(starts[d - 1]), int(starts[d]),
+                  torch.as_tensor(pos_of[par[levels[d]]] - starts[d - 1], device=dev))
+                 for d in range(1, len(levels))]
+        select = np.zeros((len(par), len(par)))  # row k picks parent(k); the root's row is zero
+        select[np.arange(1, len(par)), par[1:]] = 1.0
         plan = (torch.as_tensor(order, device=dev), steps, torch.as_tensor(np.argsort(order), device=dev),
-                torch.as_tensor(np.where(par < 0, 0, par), device=dev))
+                torch.as_tensor(select, device=dev), {})
         _PLAN_CACHE[key] = plan
     return plan
+
+
+class _ForwardKinematics(torch.autograd.Function):
+    """Step 4 of LBS with a hand-derived backward, batched by tree depth.
+
+    With local transforms L_k = [[R_k, J_k − J_p], [0, 1]] (4×4) and global ones G_k = [R^G_k | t^G_k]
+    (3×4), each level is one product G_k = G_p L_k (root: G_0 = L_0's top rows). Outputs: posed
+    joints t^G and A = [R^G | t^G − R^G J]. Backward walks the levels in reverse:
+        ∂L_k = R^G_pᵀ ∂G_k   (top rows: [∂R_k | ∂rel_k]),
+        ∂G_p += ∂G_k L_kᵀ    (= [∂R^G_k R_kᵀ + ∂t^G_k rel_kᵀ | ∂t^G_k], summed over children).
+    """
+
+    @staticmethod
+    def forward(ctx, rot_mats, joints, plan):
+        order, steps, inv, sel, bottom = plan
+        B, J = joints.shape[:2]
+        rel = joints - sel @ joints  # (B, J, 3) J_k − J_parent(k); the root keeps J_0
+        L = torch.cat([torch.cat([rot_mats, rel[..., None]], dim=-1), bottom.expand(B, J, 1, 4)],
+                      dim=-2)[:, order]  # (B, J, 4, 4) in level order
+        G = [L[:, :1, :3]]
+        for start, end, _, _, pos in steps:
+            G.append(G[-1][:, pos] @ L[:, start:end])  # (B, n, 3, 4)
+        G_l = torch.cat(G, dim=1)
+        Gj = G_l[:, inv]  # (B, J, 3, 4) joint order
+        A = Gj.clone()
+        A[..., 3] -= (Gj[..., :3] @ joints[..., None])[..., 0]
+        ctx.plan = plan
+        ctx.save_for_backward(L, G_l, Gj, joints)
+        return Gj[..., 3], A
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_posed, g_A):
+        L, G_l, Gj, joints = ctx.saved_tensors
+        order, steps, inv, sel, _ = ctx.plan
+        g_At = g_A[..., 3]  # (B, J, 3)
+        gG = g_A.clone()
+        gG[..., :3] -= g_At[..., :, None] * joints[..., None, :]  # from −R^G J
+        gG[..., 3] += g_posed
+        g_J = -(Gj[..., :3].transpose(-1, -2) @ g_At[..., None])[..., 0]
+        gG = gG[:, order]
+        gL = torch.empty_like(gG)
+        for start, end, p_start, p_end, pos in reversed(steps):
+            gGk = gG[:, start:end]
+            gL[:, start:end] = G_l[:, p_start:p_end][:, pos, :, :3].transpose(-1, -2) @ gGk
+            gG[:, p_start:p_end].index_add_(1, pos, gGk @ L[:, start:end].transpose(-1, -2))
+        gL[:, :1] = gG[:, :1]
+        gL = gL[:, inv]
+        g_rel = gL[..., 3]
+        return gL[..., :3], g_J + g_rel - sel.T @ g_rel, None
 
 
 def rigid_transform(rot_mats: torch.Tensor, joints: torch.Tensor, parents: torch.Tensor):
@@ -117,58 +167,74 @@ def rigid_transform(rot_mats: torch.Tensor, joints: torch.Tensor, parents: torch
         rel_transforms: (B, J, 3, 4) [R_k | t_k − R_k J_k], the transform applied to a rest-pose
             point skinned to joint k (the top 3 rows of smplx's ``A``).
     """
-    order, steps, inv, par0 = _level_plan(parents)
-    B, J = joints.shape[:2]
-    rel = joints - joints[:, par0] * (parents >= 0)[:, None].to(joints.dtype)  # J_k − J_parent(k)
-    bottom = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=joints.dtype, device=joints.device)
-    local = torch.cat([torch.cat([rot_mats, rel[..., None]], dim=-1),
-                       bottom.expand(B, J, 1, 4)], dim=-2)[:, order]  # (B, J, 4, 4), level order
-    G = [local[:, :1]]
-    for start, end, pos in steps:
-        Gp = G[-1] if pos is None else G[-1][:, pos]  # parents' global transforms (B, n, 4, 4)
-        G.append(Gp @ local[:, start:end])
-    G = torch.cat(G, dim=1)[:, inv, :3]  # (B, J, 3, 4) global [R | t], joint order
-    posed_joints = G[..., 3]
-    A = G - F.pad(G[..., :3] @ joints[..., None], (3, 0))  # [R | t − R J]
-    return posed_joints, A
+    order, steps, inv, select, consts = _level_plan(parents)
+    key = (joints.dtype, joints.device)
+    if key not in consts:  # per-dtype constants: parent selection matrix, homogeneous bottom row
+        bottom = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=joints.dtype, device=joints.device)
+        consts[key] = (order, steps, inv, select.to(joints.dtype), bottom)
+    return _ForwardKinematics.apply(rot_mats, joints, consts[key])
 
 
 class _Skin(torch.autograd.Function):
     """Step 5 of LBS: v = Σ_k w_k (R_k v_posed + t_k), with a hand-written backward.
 
-    Autograd through the obvious expression stores a (B, V, 3, 4) blended transform and its
-    broadcast products; here forward and backward are one GEMM each plus elementwise work in a
-    vertex-last layout, which is what makes large batches fast.
+    The blended transforms T = W·A form a (B, V, 12) tensor; autograd through the obvious
+    expression writes it out whole and keeps it (plus broadcast products) for backward. Here the
+    batch is processed in chunks small enough for T to stay in cache, the per-vertex 3×4 product
+    is fused into ``addcmul_``, and backward recomputes T instead of storing it.
     """
+
+    CACHE_FLOATS = 160_000  # ~640 kB of T per chunk (float32): fits in L2 on common CPUs
+
+    @staticmethod
+    def _chunks(B: int, V: int):
+        step = max(1, _Skin.CACHE_FLOATS // (12 * V))
+        return [(s, min(B, s + step)) for s in range(0, B, step)]
 
     @staticmethod
     def forward(ctx, weights, A, v_posed):
         B, J = A.shape[:2]
-        A12 = A.reshape(B, J, 12)
-        # blended transforms, vertex-last: (B*12, J) @ (J, V) → (B, 3, 4, V)
-        T = (A12.transpose(1, 2).reshape(B * 12, J) @ weights.T).reshape(B, 3, 4, -1)
-        vT = v_posed.transpose(1, 2)  # (B, 3, V)
-        out = (T[:, :, :3] * vT[:, None]).sum(2) + T[:, :, 3]  # (B, 3, V)
-        ctx.save_for_backward(weights, A12, v_posed, T)
+        V = weights.shape[0]
+        At = A.reshape(B, J, 12).transpose(1, 2).reshape(B * 12, J)  # rows (b, i, j)
+        vT = v_posed.transpose(1, 2)  # (B, 3, V), a view
+        out = torch.empty(B, 3, V, dtype=v_posed.dtype, device=v_posed.device)
+        for s, e in _Skin._chunks(B, V):
+            T = (At[s * 12:e * 12] @ weights.T).reshape(e - s, 3, 4, V)  # blended [R | t]
+            v, o = vT[s:e, None], out[s:e]  # (c, 1, 3, V), (c, 3, V)
+            torch.mul(T[:, :, 0], v[:, :, 0], out=o)
+            o.addcmul_(T[:, :, 1], v[:, :, 1]).addcmul_(T[:, :, 2], v[:, :, 2]).add_(T[:, :, 3])
+        ctx.save_for_backward(weights, At, v_posed)
         return out.transpose(1, 2)
 
     @staticmethod
     def backward(ctx, grad):
-        weights, A12, v_posed, T = ctx.saved_tensors
-        B, J = A12.shape[:2]
-        gT = grad.transpose(1, 2)  # (B, 3, V)
-        g_w = g_A = g_v = None
+        weights, At, v_posed = ctx.saved_tensors
         need_w, need_A, need_v = ctx.needs_input_grad
-        if need_A or need_w:
-            vh = F.pad(v_posed.transpose(1, 2), (0, 0, 0, 1), value=1.0)  # (B, 4, V)
-            dT = (gT[:, :, None] * vh[:, None]).reshape(B * 12, -1)  # (B*12, V)
-            if need_A:
-                g_A = (dT @ weights).reshape(B, 12, J).transpose(1, 2).reshape(B, J, 3, 4)
-            if need_w:
-                g_w = dT.T @ A12.transpose(1, 2).reshape(B * 12, J)
-        if need_v:
-            g_v = (T[:, :, :3] * gT[:, :, None]).sum(1).transpose(1, 2)  # (B, V, 3)
-        return g_w, g_A, g_v
+        B, V, J = v_posed.shape[0], weights.shape[0], weights.shape[1]
+        gT = grad.transpose(1, 2)  # (B, 3, V)
+        vT = v_posed.transpose(1, 2)
+        g_At = torch.empty(B * 12, J, dtype=At.dtype, device=At.device) if need_A else None
+        g_w = torch.zeros_like(weights) if need_w else None
+        g_v = torch.empty(B, 3, V, dtype=v_posed.dtype, device=v_posed.device) if need_v else None
+        for s, e in _Skin._chunks(B, V):
+            g = gT[s:e]  # (c, 3, V)
+            if need_A or need_w:
+                # dL/dT[b, i, j, v] = g[b, i, v] · [v_posed; 1][b, j, v]
+                dT = torch.empty(e - s, 3, 4, V, dtype=g.dtype, device=g.device)
+                torch.mul(g[:, :, None], vT[s:e, None], out=dT[:, :, :3])
+                dT[:, :, 3] = g
+                dT = dT.reshape((e - s) * 12, V)
+                if need_A:
+                    torch.mm(dT, weights, out=g_At[s * 12:e * 12])
+                if need_w:
+                    g_w.addmm_(dT.T, At[s * 12:e * 12])
+            if need_v:
+                T = (At[s * 12:e * 12] @ weights.T).reshape(e - s, 3, 4, V)
+                gv = g_v[s:e]  # dL/dv[b, j, v] = Σ_i T[b, i, j, v] g[b, i, v]
+                torch.mul(T[:, 0, :3], g[:, None, 0], out=gv)
+                gv.addcmul_(T[:, 1, :3], g[:, None, 1]).addcmul_(T[:, 2, :3], g[:, None, 2])
+        g_A = g_At.reshape(B, 12, J).transpose(1, 2).reshape(B, J, 3, 4) if need_A else None
+        return g_w, g_A, (g_v.transpose(1, 2) if need_v else None)
 
 
 def skin(lbs_weights: torch.Tensor, A: torch.Tensor, v_posed: torch.Tensor) -> torch.Tensor:
@@ -204,13 +270,14 @@ def lbs(betas: torch.Tensor, pose: torch.Tensor, v_template: torch.Tensor, shape
     """
     B = max(betas.shape[0], pose.shape[0])
     v_shaped = v_template + blend_shapes(betas, shapedirs)  # 1. (B, V, 3)
-    if v_template.dim() == 2:
-        # 2. joints are linear in β: regress the template and the basis once, not the mesh.
+    if v_template.dim() == 2 and B > shapedirs.shape[-1]:
+        # 2. joints are linear in β: for large batches regress the template and the basis once
+        # (J × V × 3L work) instead of every mesh (J × V × 3B).
         V, C, L = shapedirs.shape
         J_dirs = (J_regressor @ shapedirs.reshape(V, C * L)).reshape(-1, C, L)  # (J, 3, L)
         J = (J_regressor @ v_template) + blend_shapes(betas, J_dirs)
     else:
-        J = vertices2joints(J_regressor, v_shaped)  # (B, J, 3)
+        J = J_regressor @ v_shaped  # (B, J, 3)
     if pose2rot:
         rot_mats = axis_angle_to_matrix(pose.reshape(B, -1, 3))  # (B, J, 3, 3)
     else:

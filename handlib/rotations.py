@@ -13,8 +13,23 @@ import torch
 SMPLX_EPS = 1e-8
 
 
+_SKEW: dict = {}
+
+
+def _skew_basis(dtype, device) -> torch.Tensor:
+    """(3, 9) constant M with (k @ M).reshape(3, 3) = [k]_×, the cross-product matrix of k."""
+    key = (dtype, device)
+    if key not in _SKEW:
+        m = torch.zeros(3, 3, 3, dtype=dtype, device=device)
+        m[0, 2, 1], m[0, 1, 2] = 1.0, -1.0  # x
+        m[1, 0, 2], m[1, 2, 0] = 1.0, -1.0  # y
+        m[2, 1, 0], m[2, 0, 1] = 1.0, -1.0  # z
+        _SKEW[key] = m.reshape(3, 9)
+    return _SKEW[key]
+
+
 def axis_angle_to_matrix(rot_vecs: torch.Tensor, eps: float = SMPLX_EPS) -> torch.Tensor:
-    """Rodrigues' formula.
+    """Rodrigues' formula, R = I + sin θ [k]_× + (1 − cos θ) [k]_×².
 
     Args:
         rot_vecs: (..., 3) axis-angle vectors, radians.
@@ -23,15 +38,11 @@ def axis_angle_to_matrix(rot_vecs: torch.Tensor, eps: float = SMPLX_EPS) -> torc
     Returns:
         (..., 3, 3) rotation matrices.
     """
-    angle = torch.linalg.vector_norm(rot_vecs + eps, dim=-1, keepdim=True)  # (..., 1)
-    axis = rot_vecs / angle
-    cos, sin = torch.cos(angle)[..., None], torch.sin(angle)[..., None]  # (..., 1, 1)
-    x, y, z = axis.unbind(-1)
-    zero = torch.zeros_like(x)
-    skew = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], dim=-1).reshape(*x.shape, 3, 3)
+    angle = torch.linalg.vector_norm(rot_vecs + eps, dim=-1, keepdim=True)[..., None]  # (..., 1, 1)
+    axis = rot_vecs / angle[..., 0]
+    skew = (axis @ _skew_basis(rot_vecs.dtype, rot_vecs.device)).unflatten(-1, (3, 3))  # [k]_×
     eye = torch.eye(3, dtype=rot_vecs.dtype, device=rot_vecs.device)
-    # R = I + sin K + (1 - cos) K^2
-    return eye + sin * skew + (1.0 - cos) * (skew @ skew)
+    return eye + torch.sin(angle) * skew + (1.0 - torch.cos(angle)) * (skew @ skew)
 
 
 def quaternion_to_matrix(quat: torch.Tensor, normalize: bool = True) -> torch.Tensor:

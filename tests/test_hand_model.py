@@ -112,6 +112,14 @@ def test_lbs_gradcheck_float64():
     assert torch.autograd.gradcheck(f, (betas, pose, vt, W))
 
 
+def test_rigid_transform_gradcheck_float64():
+    """The hand-derived backward of the batched chain, on a small unbalanced tree."""
+    parents = torch.tensor([-1, 0, 1, 2, 0, 4, 1])
+    rot = torch.linalg.qr(torch.randn(2, 7, 3, 3, dtype=F64))[0].requires_grad_(True)
+    joints = torch.randn(2, 7, 3, dtype=F64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda r, j: rigid_transform(r, j, parents), (rot, joints))
+
+
 def test_posedirs_none_equals_zero(mano_arrays):
     m = _torch_model(mano_arrays)
     betas, pose = torch.randn(2, 10, dtype=F64), torch.randn(2, 48, dtype=F64)
