@@ -1,9 +1,9 @@
 """OpenHand: an open, procedurally generated, MANO-compatible right-hand model.
 
 The official MANO model (Romero et al. 2017) is licensed, so handlib ships its own: a skeleton
-laid out like MANO's template from sourced anatomy (``/work/shared/hand-anatomy.md``; tags such
-as [BK10], [B92], [Sancho], [Ibe11] refer to its source list), a surface made from a signed
-distance field (SDF) of tapered capsules and a rounded palm slab, skinning weights, a joint
+laid out like MANO's template from sourced anatomy (``../shared/hand-anatomy.md``, beside the
+repository; tags such as [BK10], [B92], [Sancho], [Ibe11] refer to its source list), a surface
+made from a signed distance field (SDF) of tapered capsules and a rounded palm slab, skinning weights, a joint
 regressor, ten orthogonal shape directions and a pose prior built from named natural poses.
 
 The asset uses MANO's / smplx's names and layouts, so ``smplx.lbs.lbs`` poses it directly::
@@ -950,7 +950,7 @@ def build_open_hand(params: OpenHandParams = OpenHandParams()) -> dict[str, np.n
         "shape_names": list(SHAPE_NAMES), "shape_meanings": meanings,
         "posedirs": "zero: no pose corrective blend shapes",
         "params": dataclasses.asdict(params),
-        "sources": "see docs/open_hand.md and /work/shared/hand-anatomy.md ([BK10], [B92], [Sancho], "
+        "sources": "see docs/open_hand.md and ../shared/hand-anatomy.md ([BK10], [B92], [Sancho], "
                    "[Ibe11], [CityU], [Chat24], [Eaton], [AAOS], [Twente], [J-arr], [J0])",
     }
     out = {
