@@ -21,17 +21,16 @@ official MANO pickle (``HandModel.from_mano``), loaded without chumpy and withou
 from __future__ import annotations
 
 import dataclasses
-import io
 import os
-import pickle
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from . import skeleton
+from . import safe_pickle, skeleton
 from .rotations import axis_angle_to_matrix, quaternion_to_matrix
+from .safe_pickle import UnsafePickleError  # noqa: F401  (re-exported: the loader's refusal error)
 
 H_SLICES = {"rot": slice(0, 4), "pose": slice(4, 49), "betas": slice(49, 59),
             "scale": slice(59, 60), "trans": slice(60, 63)}
@@ -295,112 +294,6 @@ def lbs(betas: torch.Tensor, pose: torch.Tensor, v_template: torch.Tensor, shape
 # ----------------------------------------------------------------------------------------------
 # Official MANO pickles, read safely
 # ----------------------------------------------------------------------------------------------
-class _PickledState:
-    """Stands in for a chumpy or scipy.sparse object: keeps the pickled state, runs nothing."""
-
-    def __setstate__(self, state):
-        if not isinstance(state, dict):
-            raise pickle.UnpicklingError(f"unexpected state of type {type(state).__name__}")
-        self.state = state
-
-
-class _ChumpyCh(_PickledState):
-    kind = "chumpy"
-
-
-class _SparseState(_PickledState):
-    kind = "sparse"
-    fmt = "csc"
-
-
-class _CsrState(_SparseState):
-    fmt = "csr"
-
-
-def _safe_reconstructor(cls, base, state):
-    """``copy_reg._reconstructor`` restricted to our placeholder classes."""
-    if not (isinstance(cls, type) and issubclass(cls, _PickledState)) or base is not object \
-            or state is not None:
-        raise pickle.UnpicklingError(f"refusing copy_reg._reconstructor({cls!r}, {base!r})")
-    return cls.__new__(cls)
-
-
-def _safe_codecs_encode(text, encoding="utf-8"):
-    """Python 3 protocol-2 pickles store bytes as ``_codecs.encode(str, 'latin1')``."""
-    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise pickle.UnpicklingError(f"refusing _codecs.encode(..., {encoding!r})")
-    return text.encode("latin1")
-
-
-def _numpy_core():
-    try:
-        from numpy._core import multiarray  # numpy ≥ 2
-    except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core import multiarray
-    return multiarray
-
-
-_ALLOWED = {
-    ("numpy", "ndarray"): lambda: np.ndarray,
-    ("numpy", "dtype"): lambda: np.dtype,
-    ("copy_reg", "_reconstructor"): lambda: _safe_reconstructor,
-    ("copyreg", "_reconstructor"): lambda: _safe_reconstructor,
-    ("_codecs", "encode"): lambda: _safe_codecs_encode,
-    ("__builtin__", "object"): lambda: object,
-    ("builtins", "object"): lambda: object,
-    ("__builtin__", "set"): lambda: set,
-    ("builtins", "set"): lambda: set,
-}
-for _mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
-    _ALLOWED[(_mod, "_reconstruct")] = lambda: _numpy_core()._reconstruct
-    _ALLOWED[(_mod, "scalar")] = lambda: _numpy_core().scalar
-for _mod in ("scipy.sparse.csc", "scipy.sparse._csc"):
-    _ALLOWED[(_mod, "csc_matrix")] = lambda: _SparseState
-for _mod in ("scipy.sparse.csr", "scipy.sparse._csr"):
-    _ALLOWED[(_mod, "csr_matrix")] = lambda: _CsrState
-_ALLOWED[("chumpy.ch", "Ch")] = lambda: _ChumpyCh
-
-
-class UnsafePickleError(pickle.UnpicklingError):
-    """A pickle asked for something other than array data; nothing from it was executed."""
-
-
-class _MANOUnpickler(pickle.Unpickler):
-    """Admits only numpy arrays, scipy.sparse matrices and chumpy ``Ch`` containers as data."""
-
-    def __init__(self, file, source: str):
-        super().__init__(file, encoding="latin1")
-        self.source = source
-
-    def find_class(self, module, name):
-        factory = _ALLOWED.get((module, name))
-        if factory is None:
-            raise UnsafePickleError(
-                f"{self.source}: refusing to load '{module}.{name}': a MANO file holds only numpy "
-                "and scipy.sparse arrays and chumpy containers, so this file is not a MANO model "
-                "or has been tampered with. Nothing from it was executed.")
-        return factory()
-
-
-def _to_array(value, key: str, source: str) -> np.ndarray:
-    """Turn a placeholder (chumpy / sparse) or an ndarray into a dense float/int ndarray."""
-    if isinstance(value, _ChumpyCh):
-        if "x" not in value.state:
-            raise ValueError(f"{source}: key {key!r} is a chumpy object without data ('x')")
-        value = value.state["x"]
-    elif isinstance(value, _SparseState):
-        import scipy.sparse as sp
-
-        st = value.state
-        shape = st.get("_shape", st.get("shape"))
-        cls = sp.csc_matrix if value.fmt == "csc" else sp.csr_matrix
-        try:
-            value = cls((st["data"], st["indices"], st["indptr"]), shape=shape).toarray()
-        except KeyError as err:
-            raise ValueError(f"{source}: key {key!r}: sparse matrix without {err}") from None
-    return np.asarray(value)
-
-
 MANO_KEYS = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f",
              "hands_components", "hands_mean")
 
@@ -421,20 +314,13 @@ def load_mano_pkl(path) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"MANO model not found: {path} (see data_scripts/get_mano.md)")
-    with open(path, "rb") as fh:
-        try:
-            raw = _MANOUnpickler(io.BytesIO(fh.read()), str(path)).load()
-        except UnsafePickleError:
-            raise
-        except Exception as err:  # truncated / not a pickle at all
-            raise ValueError(f"{path}: not a readable MANO pickle ({type(err).__name__}: {err})") \
-                from None
+    raw = safe_pickle.load(path, what="a MANO model")
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a dict of arrays, got {type(raw).__name__}")
     missing = [k for k in MANO_KEYS if k not in raw]
     if missing:
         raise KeyError(f"{path}: missing MANO keys {missing}")
-    a = {k: _to_array(raw[k], k, str(path)) for k in MANO_KEYS}
+    a = {k: safe_pickle.to_array(raw[k], k, str(path)) for k in MANO_KEYS}
     V = a["v_template"].shape[0]
     expect = {"v_template": (V, 3), "weights": (V, None), "f": (None, 3), "J_regressor": (None, V)}
     for k, shp in expect.items():
