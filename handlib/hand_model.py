@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from . import safe_pickle, skeleton
-from .rotations import axis_angle_to_matrix, quaternion_to_matrix
+from .rotations import _constants, axis_angle_to_matrix, quaternion_to_matrix
 from .safe_pickle import UnsafePickleError  # noqa: F401  (re-exported: the loader's refusal error)
 
 H_SLICES = {"rot": slice(0, 4), "pose": slice(4, 49), "betas": slice(49, 59),
@@ -184,6 +184,7 @@ class _Skin(torch.autograd.Function):
     """
 
     CACHE_FLOATS = 160_000  # ~640 kB of T per chunk (float32): fits in L2 on common CPUs
+    KEEP_FLOATS = 1_000_000  # below this, forward keeps T for backward instead of recomputing it
 
     @staticmethod
     def _chunks(B: int, V: int):
@@ -202,12 +203,13 @@ class _Skin(torch.autograd.Function):
             v, o = vT[s:e, None], out[s:e]  # (c, 1, 3, V), (c, 3, V)
             torch.mul(T[:, :, 0], v[:, :, 0], out=o)
             o.addcmul_(T[:, :, 1], v[:, :, 1]).addcmul_(T[:, :, 2], v[:, :, 2]).add_(T[:, :, 3])
-        ctx.save_for_backward(weights, At, v_posed)
+        kept = T if B * 12 * V <= _Skin.KEEP_FLOATS and e - s == B else None  # one chunk: T is all
+        ctx.save_for_backward(weights, At, v_posed, kept)
         return out.transpose(1, 2)
 
     @staticmethod
     def backward(ctx, grad):
-        weights, At, v_posed = ctx.saved_tensors
+        weights, At, v_posed, kept = ctx.saved_tensors
         need_w, need_A, need_v = ctx.needs_input_grad
         B, V, J = v_posed.shape[0], weights.shape[0], weights.shape[1]
         gT = grad.transpose(1, 2)  # (B, 3, V)
@@ -228,7 +230,7 @@ class _Skin(torch.autograd.Function):
                 if need_w:
                     g_w.addmm_(dT.T, At[s * 12:e * 12])
             if need_v:
-                T = (At[s * 12:e * 12] @ weights.T).reshape(e - s, 3, 4, V)
+                T = kept if kept is not None else (At[s * 12:e * 12] @ weights.T).reshape(e - s, 3, 4, V)
                 gv = g_v[s:e]  # dL/dv[b, j, v] = Σ_i T[b, i, j, v] g[b, i, v]
                 torch.mul(T[:, 0, :3], g[:, None, 0], out=gv)
                 gv.addcmul_(T[:, 1, :3], g[:, None, 1]).addcmul_(T[:, 2, :3], g[:, None, 2])
@@ -282,7 +284,7 @@ def lbs(betas: torch.Tensor, pose: torch.Tensor, v_template: torch.Tensor, shape
     else:
         rot_mats = pose.reshape(B, -1, 3, 3)
     if posedirs is not None:  # 3. pose blend shapes
-        eye = torch.eye(3, dtype=rot_mats.dtype, device=rot_mats.device)
+        eye = _constants(rot_mats.dtype, rot_mats.device)[1]
         pose_feature = (rot_mats[:, 1:] - eye).reshape(B, -1)  # (B, P)
         v_posed = v_shaped + (pose_feature @ posedirs).reshape(B, -1, 3)
     else:

@@ -13,19 +13,19 @@ import torch
 SMPLX_EPS = 1e-8
 
 
-_SKEW: dict = {}
+_CONSTS: dict = {}
 
 
-def _skew_basis(dtype, device) -> torch.Tensor:
-    """(3, 9) constant M with (k @ M).reshape(3, 3) = [k]_×, the cross-product matrix of k."""
+def _constants(dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(3, 9) M with (k @ M).reshape(3, 3) = [k]_× (the cross-product matrix of k), and I₃."""
     key = (dtype, device)
-    if key not in _SKEW:
+    if key not in _CONSTS:
         m = torch.zeros(3, 3, 3, dtype=dtype, device=device)
         m[0, 2, 1], m[0, 1, 2] = 1.0, -1.0  # x
         m[1, 0, 2], m[1, 2, 0] = 1.0, -1.0  # y
         m[2, 1, 0], m[2, 0, 1] = 1.0, -1.0  # z
-        _SKEW[key] = m.reshape(3, 9)
-    return _SKEW[key]
+        _CONSTS[key] = (m.reshape(3, 9), torch.eye(3, dtype=dtype, device=device))
+    return _CONSTS[key]
 
 
 def axis_angle_to_matrix(rot_vecs: torch.Tensor, eps: float = SMPLX_EPS) -> torch.Tensor:
@@ -40,8 +40,8 @@ def axis_angle_to_matrix(rot_vecs: torch.Tensor, eps: float = SMPLX_EPS) -> torc
     """
     angle = torch.linalg.vector_norm(rot_vecs + eps, dim=-1, keepdim=True)[..., None]  # (..., 1, 1)
     axis = rot_vecs / angle[..., 0]
-    skew = (axis @ _skew_basis(rot_vecs.dtype, rot_vecs.device)).unflatten(-1, (3, 3))  # [k]_×
-    eye = torch.eye(3, dtype=rot_vecs.dtype, device=rot_vecs.device)
+    basis, eye = _constants(rot_vecs.dtype, rot_vecs.device)
+    skew = (axis @ basis).unflatten(-1, (3, 3))  # [k]_×
     return eye + torch.sin(angle) * skew + (1.0 - torch.cos(angle)) * (skew @ skew)
 
 
