@@ -15,54 +15,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import resource
 import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from handlib.camera import intrinsics
-from handlib.render import render_rgb, soft_silhouette, soft_silhouette_dense
+from handlib.open_hand import load_asset
+from handlib.raster import render_rgb
+from handlib.render import soft_silhouette, soft_silhouette_dense
 
-ASSET = Path(__file__).resolve().parents[1] / "handlib" / "assets" / "open_hand_v1.npz"
 DENSE_LIMIT = 4.5e9  # bytes: "about 4 GB", and keeps the 128 px fwd+bwd target configuration
 
 
-def ellipsoid(center, radii, angle=0.0, rings=9, segs=16):
-    """UV ellipsoid, (rings − 1)·segs + 2 vertices, rotated by ``angle`` about z."""
-    th = torch.arange(1, rings)[:, None] * math.pi / rings
-    ph = torch.arange(segs)[None] * 2 * math.pi / segs
-    ring = torch.stack([th.sin() * ph.cos(), -th.cos().expand(-1, segs), th.sin() * ph.sin()], -1)
-    v = torch.cat([torch.tensor([[0.0, -1, 0]]), ring.reshape(-1, 3), torch.tensor([[0.0, 1, 0]])])
-    c, s = math.cos(angle), math.sin(angle)
-    v = v * torch.tensor(radii) @ torch.tensor([[c, -s, 0], [s, c, 0], [0, 0, 1]]).T + torch.tensor(center)
-    f, last, base = [], len(v) - 1, 1 + (rings - 2) * segs
-    for j in range(segs):
-        f += [[0, 1 + (j + 1) % segs, 1 + j], [last, base + j, base + (j + 1) % segs]]
-        for i in range(rings - 2):
-            a, b = 1 + i * segs + j, 1 + i * segs + (j + 1) % segs
-            f += [[a, b, b + segs], [a, b + segs, a + segs]]
-    return v, torch.tensor(f)
-
-
 def bench_mesh():
-    """(V, 3) camera-space vertices 0.4 m ahead, (F, 3) faces, and the mesh's name."""
-    if ASSET.exists():
-        a = np.load(ASSET)
-        v = torch.tensor(a["v_template"], dtype=torch.float32)
-        v = (v - v.mean(0)) @ torch.tensor([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]]).T  # palm (−y) → camera
-        return v + torch.tensor([0.0, 0.0, 0.4]), torch.tensor(a["faces"].astype(np.int64)), "OpenHand"
-    parts = [ellipsoid((0, 0, 0), (0.045, 0.05, 0.015))]
-    parts += [ellipsoid((x, -0.085, 0), (0.009, 0.04, 0.009)) for x in (-0.033, -0.011, 0.011, 0.033)]
-    parts.append(ellipsoid((0.06, -0.02, -0.01), (0.011, 0.035, 0.011), angle=0.8))
-    offs = np.cumsum([0] + [len(v) for v, _ in parts])
-    v = torch.cat([p[0] for p in parts]) + torch.tensor([0.0, 0.02, 0.4])
-    return v, torch.cat([f + o for (_, f), o in zip(parts, offs)]), "blob hand"
+    """OpenHand placed 0.4 m ahead, palm to the camera: (V, 3) vertices, (F, 3) faces, name."""
+    a = load_asset()
+    v = torch.tensor(a["v_template"], dtype=torch.float32)
+    v = (v - v.mean(0)) @ torch.tensor([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]]).T  # palm (−y) → camera
+    return v + torch.tensor([0.0, 0.0, 0.4]), torch.tensor(a["faces"].astype(np.int64)), "OpenHand"
 
 
 def batch_of(v, B, seed=0):

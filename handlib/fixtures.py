@@ -7,6 +7,7 @@ opcodes, same container classes (chumpy ``Ch``, ``scipy.sparse.csc_matrix``), di
 from __future__ import annotations
 
 import io
+import math
 import pickle
 import pickletools
 import struct
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 
 from .skeleton import MANO_PARENTS
 
@@ -153,3 +155,66 @@ def write_mano_pkl(path, arrays: dict | None = None, python2: bool = True) -> Pa
     path = Path(path)
     path.write_bytes(data)
     return path
+
+
+# ------------------------------------------------------------------------------------------------
+# small meshes for renderer tests, benchmarks and notebooks
+# ------------------------------------------------------------------------------------------------
+def icosphere(level: int = 2):
+    """Unit icosphere: 12 → 42 → 162 vertices (level 0, 1, 2)."""
+    t = (1 + 5 ** 0.5) / 2
+    v = [[-1, t, 0], [1, t, 0], [-1, -t, 0], [1, -t, 0], [0, -1, t], [0, 1, t], [0, -1, -t], [0, 1, -t],
+         [t, 0, -1], [t, 0, 1], [-t, 0, -1], [-t, 0, 1]]
+    f = [[0, 11, 5], [0, 5, 1], [0, 1, 7], [0, 7, 10], [0, 10, 11], [1, 5, 9], [5, 11, 4], [11, 10, 2],
+         [10, 7, 6], [7, 1, 8], [3, 9, 4], [3, 4, 2], [3, 2, 6], [3, 6, 8], [3, 8, 9], [4, 9, 5],
+         [2, 4, 11], [6, 2, 10], [8, 6, 7], [9, 8, 1]]
+    v = [np.array(p, float) / np.linalg.norm(p) for p in v]
+    for _ in range(level):
+        mids, nf = {}, []
+
+        def mid(i, j, mids=mids):
+            key = (min(i, j), max(i, j))
+            if key not in mids:
+                m = v[i] + v[j]
+                v.append(m / np.linalg.norm(m))
+                mids[key] = len(v) - 1
+            return mids[key]
+        for a, b, c in f:
+            ab, bc, ca = mid(a, b), mid(b, c), mid(c, a)
+            nf += [[a, ab, ca], [b, bc, ab], [c, ca, bc], [ab, bc, ca]]
+        f = nf
+    return torch.tensor(np.array(v), dtype=torch.float64), torch.tensor(f)
+
+
+def ellipsoid(center, radii, angle=0.0, rings=9, segs=16):
+    """UV ellipsoid, (rings − 1)·segs + 2 vertices, rotated by ``angle`` about z."""
+    th = torch.arange(1, rings, dtype=torch.float64)[:, None] * math.pi / rings
+    ph = torch.arange(segs, dtype=torch.float64)[None] * 2 * math.pi / segs
+    ring = torch.stack([th.sin() * ph.cos(), -th.cos().expand(-1, segs), th.sin() * ph.sin()], -1)
+    f64 = torch.float64
+    v = torch.cat([torch.tensor([[0.0, -1, 0]], dtype=f64), ring.reshape(-1, 3),
+                   torch.tensor([[0.0, 1, 0]], dtype=f64)]) * torch.tensor(radii, dtype=f64)
+    c, s = math.cos(angle), math.sin(angle)
+    v = v @ torch.tensor([[c, -s, 0], [s, c, 0], [0, 0, 1]], dtype=f64).T + torch.tensor(center, dtype=f64)
+    f, last = [], len(v) - 1
+    for j in range(segs):
+        f.append([0, 1 + (j + 1) % segs, 1 + j])
+        base = 1 + (rings - 2) * segs
+        f.append([last, base + j, base + (j + 1) % segs])
+        for i in range(rings - 2):
+            a, b = 1 + i * segs + j, 1 + i * segs + (j + 1) % segs
+            f += [[a, b, b + segs], [a, b + segs, a + segs]]
+    return v, torch.tensor(f)
+
+
+def blob_hand():
+    """A hand-sized closed mesh with overlapping parts: palm + 4 fingers + thumb, 780 V / 1536 F."""
+    parts = [ellipsoid((0, 0, 0), (0.045, 0.05, 0.015))]
+    parts += [ellipsoid((x, -0.085, 0), (0.009, 0.04, 0.009)) for x in (-0.033, -0.011, 0.011, 0.033)]
+    parts.append(ellipsoid((0.06, -0.02, -0.01), (0.011, 0.035, 0.011), angle=0.8))
+    verts, faces, off = [], [], 0
+    for v, f in parts:
+        verts.append(v)
+        faces.append(f + off)
+        off += len(v)
+    return torch.cat(verts) + torch.tensor([0.0, 0.02, 0.4], dtype=torch.float64), torch.cat(faces)
