@@ -1,0 +1,17 @@
+"""Real-dataset readers (RHD, STB, Dexter+Object, FreiHAND) returning one sample format, and crops.
+
+Each reader is a ``torch.utils.data.Dataset`` whose items are the sample dicts described in
+:mod:`handlib.data.common` (uncropped, handlib keypoint order, metres, camera space);
+``transform=CropTransform(CropConfig(...))`` crops them around the hand (Eq. 8 conventions).
+The official layouts, units and splits are documented in each reader's module.
+"""
+from .common import DataError, HandDataset, make_sample, project_np, read_image, read_label, validate_sample
+from .dexter_object import DexterObject
+from .freihand import FreiHAND
+from .rhd import RHD
+from .stb import STB
+from .transforms import CropConfig, CropTransform, color_jitter, crop_to_hand
+
+__all__ = ["RHD", "STB", "DexterObject", "FreiHAND", "CropConfig", "CropTransform", "crop_to_hand",
+           "color_jitter", "DataError", "HandDataset", "make_sample", "validate_sample", "read_image",
+           "read_label", "project_np"]
