@@ -96,10 +96,11 @@ def _level_plan(parents: torch.Tensor) -> tuple:
         steps = [(int(starts[d]), int(starts[d + 1]), int(starts[d - 1]), int(starts[d]),
                   torch.as_tensor(pos_of[par[levels[d]]] - starts[d - 1], device=dev))
                  for d in range(1, len(levels))]
+        parent_pos = torch.as_tensor(pos_of[np.maximum(par[order], 0)], device=dev)  # level order; root → 0
         select = np.zeros((len(par), len(par)))  # row k picks parent(k); the root's row is zero
         select[np.arange(1, len(par)), par[1:]] = 1.0
         plan = (torch.as_tensor(order, device=dev), steps, torch.as_tensor(np.argsort(order), device=dev),
-                torch.as_tensor(select, device=dev), {})
+                torch.as_tensor(select, device=dev), parent_pos, {})
         _PLAN_CACHE[key] = plan
     return plan
 
@@ -116,7 +117,7 @@ class _ForwardKinematics(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, rot_mats, joints, plan):
-        order, steps, inv, sel, bottom = plan
+        order, steps, inv, sel, bottom, _ = plan
         B, J = joints.shape[:2]
         rel = joints - sel @ joints  # (B, J, 3) J_k − J_parent(k); the root keeps J_0
         L = torch.cat([torch.cat([rot_mats, rel[..., None]], dim=-1), bottom.expand(B, J, 1, 4)],
@@ -136,19 +137,17 @@ class _ForwardKinematics(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, g_posed, g_A):
         L, G_l, Gj, joints = ctx.saved_tensors
-        order, steps, inv, sel, _ = ctx.plan
+        order, steps, inv, sel, _, parent_pos = ctx.plan
         g_At = g_A[..., 3]  # (B, J, 3)
         gG = g_A.clone()
         gG[..., :3] -= g_At[..., :, None] * joints[..., None, :]  # from −R^G J
         gG[..., 3] += g_posed
         g_J = -(Gj[..., :3].transpose(-1, -2) @ g_At[..., None])[..., 0]
         gG = gG[:, order]
-        gL = torch.empty_like(gG)
-        for start, end, p_start, p_end, pos in reversed(steps):
-            gGk = gG[:, start:end]
-            gL[:, start:end] = G_l[:, p_start:p_end][:, pos, :, :3].transpose(-1, -2) @ gGk
-            gG[:, p_start:p_end].index_add_(1, pos, gGk @ L[:, start:end].transpose(-1, -2))
-        gL[:, :1] = gG[:, :1]
+        for start, end, p_start, p_end, pos in reversed(steps):  # children before parents
+            gG[:, p_start:p_end].index_add_(1, pos, gG[:, start:end] @ L[:, start:end].transpose(-1, -2))
+        gL = G_l[:, parent_pos, :, :3].transpose(-1, -2) @ gG  # all levels at once: R^G_pᵀ ∂G_k
+        gL[:, 0] = gG[:, 0]  # the root's local transform is its global one
         gL = gL[:, inv]
         g_rel = gL[..., 3]
         return gL[..., :3], g_J + g_rel - sel.T @ g_rel, None
@@ -166,11 +165,11 @@ def rigid_transform(rot_mats: torch.Tensor, joints: torch.Tensor, parents: torch
         rel_transforms: (B, J, 3, 4) [R_k | t_k − R_k J_k], the transform applied to a rest-pose
             point skinned to joint k (the top 3 rows of smplx's ``A``).
     """
-    order, steps, inv, select, consts = _level_plan(parents)
+    order, steps, inv, select, parent_pos, consts = _level_plan(parents)
     key = (joints.dtype, joints.device)
     if key not in consts:  # per-dtype constants: parent selection matrix, homogeneous bottom row
         bottom = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=joints.dtype, device=joints.device)
-        consts[key] = (order, steps, inv, select.to(joints.dtype), bottom)
+        consts[key] = (order, steps, inv, select.to(joints.dtype), bottom, parent_pos)
     return _ForwardKinematics.apply(rot_mats, joints, consts[key])
 
 

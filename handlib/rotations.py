@@ -28,6 +28,49 @@ def _constants(dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
     return _CONSTS[key]
 
 
+def _rodrigues(rot_vecs: torch.Tensor, eps: float):
+    """R and the intermediates its gradient needs: θ = ‖r + ε‖, k = r / θ, [k]_×."""
+    angle = torch.linalg.vector_norm(rot_vecs + eps, dim=-1, keepdim=True)[..., None]  # (..., 1, 1)
+    basis, eye = _constants(rot_vecs.dtype, rot_vecs.device)
+    skew = ((rot_vecs / angle[..., 0]) @ basis).unflatten(-1, (3, 3))  # [k]_×
+    sin, cos = torch.sin(angle), torch.cos(angle)
+    skew2 = skew @ skew
+    return eye + sin * skew + (1.0 - cos) * skew2, angle, skew, skew2, sin, cos
+
+
+class _AxisAngleToMatrix(torch.autograd.Function):
+    """Rodrigues with a closed-form backward (one graph node instead of a dozen).
+
+    With s = r + ε, θ = ‖s‖, k = r / θ, K = [k]_×, R = I + sin θ K + (1 − cos θ) K² and G = ∂L/∂R:
+        ∂L/∂θ|_K = cos θ ⟨G, K⟩ + sin θ ⟨G, K²⟩,   ∂L/∂K = sin θ G + (1 − cos θ)(G Kᵀ + Kᵀ G),
+        ∂L/∂k = vee(∂L/∂K − ∂L/∂Kᵀ) (the skew part read back as a vector),
+        ∂L/∂r = ∂L/∂k / θ + (∂L/∂θ|_K − ⟨∂L/∂k, r⟩ / θ²) s / θ.
+    The backward is written in differentiable ops; under ``create_graph=True`` it recomputes the
+    intermediates from r, so double backward works.
+    """
+
+    @staticmethod
+    def forward(ctx, rot_vecs, eps):
+        R, angle, skew, skew2, sin, cos = _rodrigues(rot_vecs, eps)
+        ctx.eps = eps
+        ctx.save_for_backward(rot_vecs, angle, skew, skew2, sin, cos)
+        return R
+
+    @staticmethod
+    def backward(ctx, G):
+        r, angle, K, K2, sin, cos = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: rebuild the intermediates from r
+            _, angle, K, K2, sin, cos = _rodrigues(r, ctx.eps)
+        g_theta = (cos * (G * K).sum((-1, -2), keepdim=True) + sin * (G * K2).sum((-1, -2), keepdim=True))
+        Kt = K.transpose(-1, -2)
+        gK = sin * G + (1.0 - cos) * (G @ Kt + Kt @ G)
+        gK = gK - gK.transpose(-1, -2)  # only the skew part of ∂L/∂K acts on k
+        g_k = torch.stack([gK[..., 2, 1], gK[..., 0, 2], gK[..., 1, 0]], dim=-1)  # (..., 3)
+        theta = angle[..., 0]  # (..., 1)
+        g_theta = g_theta[..., 0] - (g_k * r).sum(-1, keepdim=True) / theta**2
+        return g_k / theta + g_theta * (r + ctx.eps) / theta, None
+
+
 def axis_angle_to_matrix(rot_vecs: torch.Tensor, eps: float = SMPLX_EPS) -> torch.Tensor:
     """Rodrigues' formula, R = I + sin θ [k]_× + (1 − cos θ) [k]_×².
 
@@ -38,11 +81,9 @@ def axis_angle_to_matrix(rot_vecs: torch.Tensor, eps: float = SMPLX_EPS) -> torc
     Returns:
         (..., 3, 3) rotation matrices.
     """
-    angle = torch.linalg.vector_norm(rot_vecs + eps, dim=-1, keepdim=True)[..., None]  # (..., 1, 1)
-    axis = rot_vecs / angle[..., 0]
-    basis, eye = _constants(rot_vecs.dtype, rot_vecs.device)
-    skew = (axis @ basis).unflatten(-1, (3, 3))  # [k]_×
-    return eye + torch.sin(angle) * skew + (1.0 - torch.cos(angle)) * (skew @ skew)
+    if rot_vecs.requires_grad:
+        return _AxisAngleToMatrix.apply(rot_vecs, eps)
+    return _rodrigues(rot_vecs, eps)[0]
 
 
 def quaternion_to_matrix(quat: torch.Tensor, normalize: bool = True) -> torch.Tensor:
