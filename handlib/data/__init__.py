@@ -10,8 +10,9 @@ from .dexter_object import DexterObject
 from .freihand import FreiHAND
 from .rhd import RHD
 from .stb import STB
+from .synthetic import SyntheticConfig, SyntheticFolder, SyntheticHands
 from .transforms import CropConfig, CropTransform, color_jitter, crop_to_hand
 
 __all__ = ["RHD", "STB", "DexterObject", "FreiHAND", "CropConfig", "CropTransform", "crop_to_hand",
            "color_jitter", "DataError", "HandDataset", "make_sample", "validate_sample", "read_image",
-           "read_label", "project_np"]
+           "read_label", "project_np", "SyntheticHands", "SyntheticFolder", "SyntheticConfig"]
