@@ -222,6 +222,8 @@ def test_crop_keeps_projection_and_freihand_fields(samples):
         bone = (s["kp3d"][9] - s["kp3d"][0]) @ np.linalg.inv(
             axis_angle_to_matrix(torch.tensor(s["pose"][:3], dtype=F64)).numpy()).T
         np.testing.assert_allclose(bone @ R.T, c["kp3d"][9] - c["kp3d"][0], atol=1e-5)
+        # the 63-d h rolls with the camera too: the model placed by h' gives the new kp3d
+        np.testing.assert_allclose(_model_output(c).joints[0].numpy(), c["kp3d"], atol=2e-5)
 
 
 def test_dataloader_uses_batched_getitems(samples):

@@ -16,7 +16,8 @@ the in-plane rotation and c the crop centre. An image-plane rotation is a rotati
 about its optical axis, so we **apply it to the 3D points**: kp3d' = R₃ kp3d with R₃ = diag(R, 1),
 and K' = A · K_sq · R₃ᵀ, which is again a plain intrinsics matrix [[σf, 0, cx'], [0, σf, cy'],
 [0, 0, 1]] (its top-left block is σR(fI)Rᵀ = σfI). FreiHAND's MANO global rotation (pose[:3]) and
-weak-perspective root (cam) are updated the same way, as are ``verts`` if a sample has them.
+weak-perspective root (cam) are updated the same way, as are ``verts`` and handlib's 63-d ``h``
+(quaternion and wrist translation) if a sample has them.
 Images are warped with ``cv2.warpAffine`` (bilinear, black border), masks with nearest neighbour.
 """
 from __future__ import annotations
@@ -89,7 +90,7 @@ def crop_to_hand(sample: dict, cfg: CropConfig = CropConfig(),
 
     Args:
         sample: dict with image (H, W, 3) uint8 or None, mask (H, W) bool or None, kp2d (21, 2),
-            kp3d (21, 3), K (3, 3), valid (21,); optional pose (48,), cam (3,), verts (V, 3).
+            kp3d (21, 3), K (3, 3), valid (21,); optional pose (48,), cam (3,), verts (V, 3), h (63,).
         cfg: :class:`CropConfig`.
         rng: numpy Generator for the jitter (default: from ``cfg.seed``, see there).
     Returns:
@@ -143,10 +144,20 @@ def crop_to_hand(sample: dict, cfg: CropConfig = CropConfig(),
     out["affine"] = W.astype(np.float32)
     if sample.get("verts") is not None:
         out["verts"] = (np.asarray(sample["verts"], np.float64) @ R3.T).astype(np.float32)
-    if angle and sample.get("pose") is not None:  # MANO global orientation follows the camera roll
+    if angle and sample.get("pose") is not None and len(sample["pose"]) == 48:
+        # MANO global orientation (the first 3 of a 48-d pose) follows the camera roll
         pose = np.array(sample["pose"], np.float64)
         pose[:3] = Rotation.from_matrix(R3 @ Rotation.from_rotvec(pose[:3]).as_matrix()).as_rotvec()
         out["pose"] = pose.astype(np.float32)
+    if angle and sample.get("h") is not None:
+        # handlib's h = [q, θ, β, s, t]: M = s R(q)(LBS − wrist) + t, so q ← R3 q and t ← R3 t
+        h = np.array(sample["h"], np.float64)
+        w, x, y, z = h[:4]
+        q = Rotation.from_matrix(R3) * Rotation.from_quat([x, y, z, w])  # scipy: (x, y, z, w)
+        qx, qy, qz, qw = q.as_quat()
+        h[:4] = [qw, qx, qy, qz]
+        h[60:63] = R3 @ h[60:63]
+        out["h"] = h.astype(np.float32)
     if sample.get("cam") is not None:  # weak-perspective root (u, v, scale): f' = σf
         cam = np.array(sample["cam"], np.float64)
         cam[:2] = _apply(W, cam[None, :2])[0]
