@@ -1,7 +1,9 @@
 """LBS speed: handlib.hand_model.lbs against smplx.lbs.lbs on the same arrays, in one process.
 
 Prints forward and forward+backward times at batch 1, 64 and 1024 and the ratio smplx / handlib
-(> 1 means handlib is faster), after checking that both give the same vertices and joints.
+(> 1 means handlib is faster), after checking that both give the same vertices and joints. The two
+are called alternately, call by call, and the median time per call is reported, so machine noise
+hits both alike.
 Targets (issue #2): ≥ 2× at batch 1 and ≥ 1.5× at batch 1024, forward+backward.
 
     python benchmarks/bench_hand_model.py [--model openhand|mano-shaped] [--threads 2]
@@ -32,27 +34,32 @@ def arrays_for(name: str, dtype) -> dict:
                 lbs_weights=t(a["weights"]))
 
 
-def timed(fn, m, betas, pose, backward: bool, reps: int) -> float:
-    def step():
+def compare(fns: dict, m, betas, pose, backward: bool, calls: int) -> dict:
+    """Median seconds per call for each function, calling them alternately so they share noise."""
+    def step(fn):
         b = betas.detach().requires_grad_(backward)
         p = pose.detach().requires_grad_(backward)
         v, j = fn(b, p, **m)
         if backward:
             (v.sum() + j.sum()).backward()
 
-    for _ in range(max(2, reps // 10)):
-        step()
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        step()
-    return (time.perf_counter() - t0) / reps
+    items = list(fns.items())
+    for _, fn in items * 3:  # warm-up
+        step(fn)
+    times = {name: [] for name in fns}
+    for i in range(calls):
+        for name, fn in (items if i % 2 == 0 else items[::-1]):
+            t0 = time.perf_counter()
+            step(fn)
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="openhand", choices=["openhand", "mano-shaped"])
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
-    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the median is reported")
+    ap.add_argument("--calls", type=float, default=1.0, help="scale the number of timed calls")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     m = arrays_for(args.model, torch.float32)
@@ -70,14 +77,23 @@ def main() -> None:
     for B in (1, 64, 1024):
         betas = torch.randn(B, 10, generator=g)
         pose = torch.randn(B, 48, generator=g) * 0.5
-        reps = {1: 200, 64: 40, 1024: 6}[B]
+        calls = int({1: 600, 64: 80, 1024: 16}[B] * args.calls)
         for backward in (False, True):
-            ours, ref = [], []
-            for _ in range(args.rounds):  # interleave to share any machine noise
-                ours.append(timed(lbs, m, betas, pose, backward, reps))
-                ref.append(timed(smplx_lbs, m, betas, pose, backward, reps))
-            o, r = statistics.median(ours) * 1e3, statistics.median(ref) * 1e3
+            t = compare({"handlib": lbs, "smplx": smplx_lbs}, m, betas, pose, backward, calls)
+            o, r = t["handlib"] * 1e3, t["smplx"] * 1e3
             print(f"{B:>6} {'fwd+bwd' if backward else 'fwd':>8} {o:>11.3f} {r:>10.3f} {r / o:>8.2f}×")
+    if args.model == "openhand":
+        # Model level: HandModel drops OpenHand's all-zero pose blend shapes (posedirs=None), which
+        # smplx.lbs always multiplies. Same outputs; labelled separately because the arrays differ.
+        skip = {**m, "posedirs": None}
+        print("model level (handlib skips the all-zero posedirs, as HandModel does):")
+        for B in (1, 64):
+            betas = torch.randn(B, 10, generator=g)
+            pose = torch.randn(B, 48, generator=g) * 0.5
+            t = compare({"handlib": lambda b, p, **_: lbs(b, p, **skip), "smplx": smplx_lbs}, m, betas, pose,
+                        True, int({1: 600, 64: 80}[B] * args.calls))
+            o, r = t["handlib"] * 1e3, t["smplx"] * 1e3
+            print(f"{B:>6} {'fwd+bwd':>8} {o:>11.3f} {r:>10.3f} {r / o:>8.2f}×")
 
 
 if __name__ == "__main__":
