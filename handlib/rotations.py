@@ -61,14 +61,19 @@ class _AxisAngleToMatrix(torch.autograd.Function):
         r, angle, K, K2, sin, cos = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True: rebuild the intermediates from r
             _, angle, K, K2, sin, cos = _rodrigues(r, ctx.eps)
-        g_theta = (cos * (G * K).sum((-1, -2), keepdim=True) + sin * (G * K2).sum((-1, -2), keepdim=True))
-        Kt = K.transpose(-1, -2)
-        gK = sin * G + (1.0 - cos) * (G @ Kt + Kt @ G)
-        gK = gK - gK.transpose(-1, -2)  # only the skew part of ∂L/∂K acts on k
-        g_k = torch.stack([gK[..., 2, 1], gK[..., 0, 2], gK[..., 1, 0]], dim=-1)  # (..., 3)
-        theta = angle[..., 0]  # (..., 1)
-        g_theta = g_theta[..., 0] - (g_k * r).sum(-1, keepdim=True) / theta**2
-        return g_k / theta + g_theta * (r + ctx.eps) / theta, None
+        return _rodrigues_backward(G, r, ctx.eps, angle, K, K2, sin, cos), None
+
+
+def _rodrigues_backward(G, r, eps, angle, K, K2, sin, cos):
+    """∂L/∂r from G = ∂L/∂R (see :class:`_AxisAngleToMatrix`)."""
+    g_theta = (cos * (G * K).sum((-1, -2), keepdim=True) + sin * (G * K2).sum((-1, -2), keepdim=True))
+    Kt = K.transpose(-1, -2)
+    gK = sin * G + (1.0 - cos) * (G @ Kt + Kt @ G)
+    gK = gK - gK.transpose(-1, -2)  # only the skew part of ∂L/∂K acts on k
+    g_k = torch.stack([gK[..., 2, 1], gK[..., 0, 2], gK[..., 1, 0]], dim=-1)  # (..., 3)
+    theta = angle[..., 0]  # (..., 1)
+    g_theta = g_theta[..., 0] - (g_k * r).sum(-1, keepdim=True) / theta**2
+    return g_k / theta + g_theta * (r + eps) / theta
 
 
 def axis_angle_to_matrix(rot_vecs: torch.Tensor, eps: float = SMPLX_EPS) -> torch.Tensor:

@@ -93,6 +93,44 @@ def test_lbs_gradients_equal_smplx(mano_arrays):
         assert torch.allclose(ours, ref, rtol=1e-9, atol=1e-11)
 
 
+@pytest.mark.parametrize("broadcast_betas,B", [(False, 3), (True, 3), (False, 12)])
+def test_fused_path_gradients_equal_smplx(mano_arrays, broadcast_betas, B):
+    """Only β and θ need gradients: lbs runs as one fused node; its gradients equal smplx's.
+    B = 12 > 10 shape directions takes the pre-contracted joint basis."""
+    m = _torch_model(mano_arrays)
+    betas = torch.randn(1 if broadcast_betas else B, 10, dtype=F64, requires_grad=True)
+    pose = (torch.randn(B, 48, dtype=F64) * 0.5).requires_grad_(True)
+    probe_v, probe_j = torch.randn(B, 778, 3, dtype=F64), torch.randn(B, 16, 3, dtype=F64)
+    v, j = lbs(betas, pose, **m)
+    assert type(v.grad_fn).__name__.startswith("_LBS")
+    ours = torch.autograd.grad((v * probe_v).sum() + (j * probe_j).sum(), (betas, pose))
+    v_ref, j_ref = smplx_lbs(betas.expand(B, -1), pose, **m)
+    ref = torch.autograd.grad((v_ref * probe_v).sum() + (j_ref * probe_j).sum(), (betas, pose))
+    assert (v - v_ref).abs().max() <= 1e-10
+    for a, b in zip(ours, ref):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-11)
+    # all-zero pose blend shapes skipped (posedirs=None) give the same gradients as zeros
+    m0 = dict(m, posedirs=torch.zeros_like(m["posedirs"]))
+    g_zero = torch.autograd.grad(lbs(betas, pose, **m0)[0].sum(), (betas, pose))
+    g_none = torch.autograd.grad(lbs(betas, pose, **dict(m, posedirs=None))[0].sum(), (betas, pose))
+    for a, b in zip(g_zero, g_none):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_fused_path_gradcheck_float64():
+    rng = np.random.default_rng(4)
+    V, J = 9, 4
+    parents = torch.tensor([-1, 0, 1, 0])
+    W = torch.tensor(rng.random((V, J)), dtype=F64)
+    W = W / W.sum(1, keepdim=True)
+    args = [torch.tensor(x, dtype=F64) for x in (rng.normal(size=(V, 3)), rng.normal(size=(V, 3, 2)) * 0.1,
+                                                  rng.normal(size=((J - 1) * 9, V * 3)) * 0.1,
+                                                  rng.random((J, V)))]
+    betas = torch.randn(2, 2, dtype=F64, requires_grad=True)
+    pose = (torch.randn(2, J * 3, dtype=F64) * 0.7).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda b, p: lbs(b, p, *args, parents, W), (betas, pose))
+
+
 def test_lbs_gradcheck_float64():
     rng = np.random.default_rng(3)
     V, J = 9, 4
