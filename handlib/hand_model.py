@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -84,12 +85,17 @@ def tree_levels(parents) -> list[np.ndarray]:
     return [np.flatnonzero(depth == d) for d in range(depth.max() + 1)]
 
 
-_PLAN_CACHE: dict[tuple, tuple] = {}
+_PLAN_CACHE: dict[tuple, tuple] = {}  # (tree, device) → plan
+_PLAN_OF_TENSOR: dict[int, tuple] = {}  # id(parents) → (weakref, version, plan)
 
 
 def _level_plan(parents: torch.Tensor) -> tuple:
     """Joints in level order, each level's slice in it with its parents' positions (also in level
-    order), the permutation back to joint order, and a per-dtype constant cache. Cached per tree."""
+    order), the permutation back to joint order, and a per-dtype constant cache. Cached per tree,
+    and per ``parents`` tensor so that repeated calls never read it back (a sync on CUDA)."""
+    hit = _PLAN_OF_TENSOR.get(id(parents))
+    if hit is not None and hit[0]() is parents and hit[1] == parents._version:
+        return hit[2]
     key = (tuple(parents.tolist()), str(parents.device))
     plan = _PLAN_CACHE.get(key)
     if plan is None:
@@ -109,6 +115,7 @@ def _level_plan(parents: torch.Tensor) -> tuple:
         plan = (torch.as_tensor(order, device=dev), steps, torch.as_tensor(np.argsort(order), device=dev),
                 torch.as_tensor(select, device=dev), parent_pos, {})
         _PLAN_CACHE[key] = plan
+    _PLAN_OF_TENSOR[id(parents)] = (weakref.ref(parents), parents._version, plan)
     return plan
 
 

@@ -364,3 +364,15 @@ def test_pca_and_flat_conventions(openhand):
     assert torch.allclose(flat(pose=mean).verts, openhand().verts, atol=1e-12)
     with pytest.raises(ValueError, match="num_pca_comps"):
         HandModel(use_pca=True, num_pca_comps=0)
+
+
+def test_level_plan_follows_the_parents_tensor():
+    """The plan is cached per parents tensor, and an in-place edit of that tensor is noticed."""
+    from handlib.hand_model import _level_plan
+
+    parents = torch.tensor(MANO_PARENTS)
+    assert _level_plan(parents) is _level_plan(parents)
+    before = _level_plan(parents)
+    parents[3] = 1  # index3's parent becomes index1: a different tree
+    after = _level_plan(parents)
+    assert after is not before and [len(s[4]) for s in after[1]] != [len(s[4]) for s in before[1]]
