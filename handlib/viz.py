@@ -106,6 +106,56 @@ def overlay_2d(image=None, kp2d=None, mask=None, ax=None, title: str | None = No
     return fig
 
 
+def image_row(images, titles=None, cmap: str | None = "gray", vmin=None, vmax=None, symmetric: bool = False,
+              polygons=None, size: float = 3.0, colorbar: bool = False):
+    """A row of images side by side.
+
+    Args:
+        images: sequence of (H, W) or (H, W, 3) arrays/tensors (bool, float or uint8).
+        titles: optional sequence of panel titles.
+        cmap, vmin, vmax: for single-channel panels; ``symmetric`` centres the range on 0
+            (for signed maps such as gradients).
+        polygons: optional per-panel sequences of (n, 2) pixel polygons to outline (e.g. triangles).
+        size: panel width in inches. colorbar: add a colour bar to each single-channel panel.
+    Returns:
+        matplotlib Figure.
+    """
+    import matplotlib.pyplot as plt
+
+    n = len(images)
+    fig, axes = plt.subplots(1, n, figsize=(size * n, size), squeeze=False)
+    plt.close(fig)  # returned, not auto-shown
+    for i, (ax, img) in enumerate(zip(axes[0], images)):
+        a = _np(img)
+        a = a.astype(float) if a.dtype == bool else a
+        lo, hi = vmin, vmax
+        if symmetric:
+            hi = float(np.nanmax(np.abs(a))) or 1.0
+            lo = -hi
+        im = ax.imshow(a, cmap=cmap if a.ndim == 2 else None, vmin=lo, vmax=hi)
+        for poly in (polygons[i] if polygons is not None else ()):
+            ax.add_patch(plt.Polygon(_np(poly), fill=False, color="tab:red"))
+        if titles is not None:
+            ax.set_title(titles[i])
+        if colorbar and a.ndim == 2:
+            fig.colorbar(im, ax=ax, shrink=0.8)
+        ax.set_axis_off()
+    fig.tight_layout()
+    return fig
+
+
+def curve(values, xlabel: str = "step", ylabel: str = "", title: str | None = None, logy: bool = False):
+    """A line plot of a sequence (loss curves). Returns a matplotlib Figure."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3))
+    plt.close(fig)
+    ax.plot(_np(values))
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title, yscale="log" if logy else "linear")
+    fig.tight_layout()
+    return fig
+
+
 def _shaded_polys(v: np.ndarray, f: np.ndarray, light=(0.3, -0.5, -0.8)):
     tri = v[f]  # (F, 3, 3)
     n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])

@@ -31,6 +31,19 @@ def test_figures_and_explorer():
     assert len(state["pose_sliders"]) == 15 and len(state["shape_sliders"]) == 10
 
 
+def test_image_row_and_curve():
+    grad = torch.randn(8, 8)
+    fig = viz.image_row([np.zeros((8, 8), bool), grad, np.ones((8, 8, 3))], ["a", "b", "c"], symmetric=True,
+                        polygons=[[np.array([[0, 0], [4, 0], [0, 4]])], [], []], colorbar=True)
+    axes = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in axes] == ["a", "b", "c"]
+    lo, hi = axes[1].images[0].get_clim()
+    assert lo == -hi == -grad.abs().max().item()  # symmetric range for signed maps
+    assert len(axes[0].patches) == 1 and len(fig.axes) == 5  # 3 panels + 2 colour bars (2D panels)
+    c = viz.curve([3.0, 2.0, 1.0], logy=True)
+    assert c.axes[0].get_yscale() == "log" and len(c.axes[0].lines) == 1
+
+
 def test_demo_writes_picture_meshes_and_summary(tmp_path):
     assert main(["demo", "--out", str(tmp_path), "--no-build"]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
