@@ -1,0 +1,215 @@
+"""ResNet feature extractor: the image encoder in front of the 2D evidence estimator f_E2D.
+
+Baek et al. 2019 (Sec. 3.2, Sec. 4) encode a 224×224 RGB crop with a ResNet-50 (He et al. 2016):
+its global-average-pooled 2048-d vector is the feature F(x) fed to the mesh regressor, and its
+convolutional maps feed the 2D keypoint head (``handlib.heatmaps.KeypointHead``).
+
+The network is written here (no torchvision, no pretrained weights) and follows torchvision's
+architecture exactly — 7×7 stride-2 stem, 3×3 stride-2 max-pool, four stages, BatchNorm, stride on
+the 3×3 conv of a bottleneck ("ResNet v1.5") — so parameter counts match torchvision's without the
+fc layer. ``resnet_tiny`` is a narrow ResNet-10 for the ``ci`` profile.
+
+Output maps, for an input of side S: ``maps[0..3]`` are the outputs of layer1..layer4 at strides
+4, 8, 16, 32 (S/4 … S/32). The heat-map head picks the one closest to the heat-map resolution,
+e.g. stride 4 at 64 px → 16×16 (``ci``), stride 8 at 224 px → 28×28 resized to 32×32 (paper).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+
+__all__ = ["BackboneConfig", "BackboneOutput", "BasicBlock", "Bottleneck", "ResNet", "build_backbone",
+           "resnet18", "resnet34", "resnet50", "resnet_tiny", "BACKBONES"]
+
+STRIDES = (4, 8, 16, 32)  # output stride of layer1..layer4
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneConfig:
+    """Architecture of one ResNet; ``BACKBONES`` holds the named ones used by the profiles."""
+
+    name: str  # profile name: "resnet50" (paper), "resnet18" (cpu), "resnet_tiny" (ci)
+    block: str = "basic"  # "basic" (two 3×3 convs) or "bottleneck" (1×1, 3×3, 1×1; ×4 expansion)
+    layers: tuple[int, int, int, int] = (2, 2, 2, 2)  # residual blocks per stage (He et al. Table 1)
+    widths: tuple[int, int, int, int] = (64, 128, 256, 512)  # stage widths before expansion
+    in_channels: int = 3  # RGB; 4 would allow an extra mask/depth channel
+    zero_init_residual: bool = False  # γ=0 in each branch's last BN: blocks start as identity
+    # (Goyal et al. 2017); off by default, as in torchvision
+
+
+BACKBONES = {
+    "resnet_tiny": BackboneConfig("resnet_tiny", "basic", (1, 1, 1, 1), (16, 32, 64, 128)),
+    "resnet18": BackboneConfig("resnet18", "basic", (2, 2, 2, 2)),
+    "resnet34": BackboneConfig("resnet34", "basic", (3, 4, 6, 3)),
+    "resnet50": BackboneConfig("resnet50", "bottleneck", (3, 4, 6, 3)),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneOutput:
+    """features: (B, C, H/32, W/32) layer4 map; pooled: (B, C) F(x), the global-average-pooled
+    feature (C=2048 for resnet50, the paper's feature vector); maps: layer1..4 outputs at strides
+    4, 8, 16, 32, shapes (B, C_i, H/s_i, W/s_i)."""
+
+    features: torch.Tensor
+    pooled: torch.Tensor
+    maps: tuple[torch.Tensor, ...]
+
+
+def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+
+
+def conv1x1(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
+
+
+class BasicBlock(nn.Module):
+    """Two 3×3 convs plus identity (He et al. 2016, Fig. 2); used by ResNet-18/34."""
+
+    expansion = 1
+
+    def __init__(self, cin: int, width: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1, self.bn1 = conv3x3(cin, width, stride), nn.BatchNorm2d(width)
+        self.conv2, self.bn2 = conv3x3(width, width), nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def last_bn(self) -> nn.BatchNorm2d:
+        return self.bn2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + identity)
+
+
+class Bottleneck(nn.Module):
+    """1×1 reduce, 3×3 (carries the stride, "v1.5"), 1×1 expand ×4 (He et al. 2016, Fig. 5)."""
+
+    expansion = 4
+
+    def __init__(self, cin: int, width: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1, self.bn1 = conv1x1(cin, width), nn.BatchNorm2d(width)
+        self.conv2, self.bn2 = conv3x3(width, width, stride), nn.BatchNorm2d(width)
+        self.conv3, self.bn3 = conv1x1(width, width * 4), nn.BatchNorm2d(width * 4)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def last_bn(self) -> nn.BatchNorm2d:
+        return self.bn3
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        return self.relu(self.bn3(self.conv3(out)) + identity)
+
+
+class ResNet(nn.Module):
+    """ResNet body without classifier: stem, max-pool, layer1..layer4, global average pool.
+
+    Args:
+        block: ``BasicBlock`` or ``Bottleneck``.
+        layers: blocks per stage, e.g. (3, 4, 6, 3) for ResNet-50.
+        widths: stage widths before block expansion.
+        in_channels: input channels (3 for RGB).
+        zero_init_residual: set γ=0 in the last BN of each residual branch.
+    """
+
+    def __init__(self, block: type[BasicBlock] | type[Bottleneck], layers, widths=(64, 128, 256, 512),
+                 in_channels: int = 3, zero_init_residual: bool = False):
+        super().__init__()
+        self.in_channels = in_channels
+        stem = widths[0]
+        self.conv1 = nn.Conv2d(in_channels, stem, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(stem)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        cin, stages = stem, []
+        for i, (n, w) in enumerate(zip(layers, widths)):
+            stride = 1 if i == 0 else 2
+            down = None
+            if stride != 1 or cin != w * block.expansion:  # projection shortcut (option B)
+                down = nn.Sequential(conv1x1(cin, w * block.expansion, stride),
+                                     nn.BatchNorm2d(w * block.expansion))
+            blocks = [block(cin, w, stride, down)]
+            cin = w * block.expansion
+            blocks += [block(cin, w) for _ in range(n - 1)]
+            stages.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.map_channels = tuple(w * block.expansion for w in widths)  # channels of maps[0..3]
+        self._init_weights(zero_init_residual)
+
+    def _init_weights(self, zero_init_residual: bool) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):  # He et al. 2015 init, as torchvision
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if zero_init_residual:
+            for m in self.modules():
+                if isinstance(m, (BasicBlock, Bottleneck)):
+                    nn.init.zeros_(m.last_bn().weight)
+
+    @property
+    def out_dim(self) -> int:
+        """Length of ``pooled`` F(x): 2048 for ResNet-50, 512 for ResNet-18/34."""
+        return self.map_channels[-1]
+
+    def forward(self, x: torch.Tensor) -> BackboneOutput:
+        """Args:
+            x: (B, in_channels, H, W) normalised image; H, W multiples of 32 give exact strides.
+        Returns:
+            :class:`BackboneOutput` with features (B, C, H/32, W/32), pooled (B, C),
+            maps at strides 4, 8, 16, 32.
+        """
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"x: expected shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        if x.shape[-1] < 32 or x.shape[-2] < 32:
+            raise ValueError(f"x: H and W must be at least 32 (total stride), got {tuple(x.shape)}")
+        h = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # stride 4
+        maps = []
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
+            h = layer(h)
+            maps.append(h)
+        pooled = h.mean(dim=(2, 3))  # (B, C) global average pool: F(x)
+        return BackboneOutput(features=h, pooled=pooled, maps=tuple(maps))
+
+
+def resnet_from_config(cfg: BackboneConfig) -> ResNet:
+    block = {"basic": BasicBlock, "bottleneck": Bottleneck}[cfg.block]
+    return ResNet(block, cfg.layers, cfg.widths, cfg.in_channels, cfg.zero_init_residual)
+
+
+def resnet18(**kw) -> ResNet:
+    """ResNet-18 body, 11,176,512 parameters (torchvision's 11,689,512 minus fc)."""
+    return resnet_from_config(dataclasses.replace(BACKBONES["resnet18"], **kw))
+
+
+def resnet34(**kw) -> ResNet:
+    """ResNet-34 body, 21,284,672 parameters."""
+    return resnet_from_config(dataclasses.replace(BACKBONES["resnet34"], **kw))
+
+
+def resnet50(**kw) -> ResNet:
+    """ResNet-50 body, 23,508,032 parameters; pooled F(x) is 2048-d (the paper's encoder)."""
+    return resnet_from_config(dataclasses.replace(BACKBONES["resnet50"], **kw))
+
+
+def resnet_tiny(**kw) -> ResNet:
+    """Narrow ResNet-10 (one BasicBlock per stage, widths 16..128) for the ``ci`` profile."""
+    return resnet_from_config(dataclasses.replace(BACKBONES["resnet_tiny"], **kw))
+
+
+def build_backbone(name: str, **kw) -> ResNet:
+    """Build the backbone named by a profile (``profile().backbone``); ``kw`` overrides
+    :class:`BackboneConfig` fields, e.g. ``in_channels=4``."""
+    if name not in BACKBONES:
+        raise ValueError(f"name: unknown backbone {name!r}, expected one of {sorted(BACKBONES)}")
+    return resnet_from_config(dataclasses.replace(BACKBONES[name], **kw))
