@@ -368,7 +368,7 @@ def test_pca_and_flat_conventions(openhand):
 
 def test_level_plan_follows_the_parents_tensor():
     """The plan is cached per parents tensor, and an in-place edit of that tensor is noticed."""
-    from handlib.hand_model import _level_plan
+    from handlib.lbs import _level_plan
 
     parents = torch.tensor(MANO_PARENTS)
     assert _level_plan(parents) is _level_plan(parents)

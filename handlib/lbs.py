@@ -1,0 +1,369 @@
+"""Linear blend skinning (MANO / SMPL, Loper et al. 2015; Romero et al. 2017), fast and exact.
+
+    1. shape blend:  v_shaped = v_template + shapedirs · β
+    2. joints:       J = J_regressor · v_shaped                             (16 joints)
+    3. pose blend:   v_posed = v_shaped + posedirs · (R(θ) − I)
+    4. chain:        G_k = G_parent(k) · [R_k | J_k − J_parent(k)]           (batched by tree depth)
+    5. skinning:     v = Σ_k w_k · (G_k − [0 | G_k J_k]) · v_posed
+
+:func:`lbs` has ``smplx.lbs.lbs``'s signature and semantics (equal to it to float64 round-off) and
+is faster: the chain is composed one tree level at a time (MANO's tree has 4 levels) with a
+hand-derived backward, skinning works in cache-sized batch chunks, Rodrigues has a closed-form
+backward, and when only β and θ need gradients the whole of LBS is one autograd node (``_LBS``).
+``benchmarks/bench_hand_model.py`` measures it against smplx. :mod:`handlib.hand_model` wraps it
+in the :class:`~handlib.hand_model.HandModel` module.
+"""
+from __future__ import annotations
+
+import weakref
+
+import numpy as np
+import torch
+
+from .rotations import (
+    SMPLX_EPS,
+    _constants,
+    _rodrigues,
+    _rodrigues_backward,
+    axis_angle_to_matrix,
+)
+
+__all__ = ["blend_shapes", "vertices2joints", "tree_levels", "rigid_transform", "skin", "lbs"]
+
+
+def blend_shapes(betas: torch.Tensor, shapedirs: torch.Tensor) -> torch.Tensor:
+    """Shape blend shapes. betas (B, L), shapedirs (V, 3, L) → offsets (B, V, 3)."""
+    V, C, L = shapedirs.shape
+    return (betas @ shapedirs.reshape(V * C, L).T).reshape(-1, V, C)
+
+
+def vertices2joints(J_regressor: torch.Tensor, vertices: torch.Tensor) -> torch.Tensor:
+    """Joint regression. J_regressor (J, V), vertices (B, V, 3) → joints (B, J, 3)."""
+    return torch.einsum("jv,bvc->bjc", J_regressor, vertices)
+
+
+def tree_levels(parents) -> list[np.ndarray]:
+    """Group joints by depth in the kinematic tree: MANO's 16 joints form 4 levels.
+
+    Args:
+        parents: (J,) parent index per joint, root −1, parents listed before children.
+    Returns:
+        A list of int arrays, level 0 = [root], level d = joints at depth d.
+    """
+    parents = np.asarray(parents, dtype=np.int64)
+    if parents[0] != -1 or np.any(parents[1:] >= np.arange(1, len(parents))) or np.any(parents[1:] < 0):
+        raise ValueError(f"parents: expected root −1 first and each parent before its child, got "
+                         f"{parents.tolist()}")
+    depth = np.zeros(len(parents), dtype=np.int64)
+    for j in range(1, len(parents)):
+        depth[j] = depth[parents[j]] + 1
+    return [np.flatnonzero(depth == d) for d in range(depth.max() + 1)]
+
+
+_PLAN_CACHE: dict[tuple, tuple] = {}  # (tree, device) → plan
+_PLAN_OF_TENSOR: dict[int, tuple] = {}  # id(parents) → (weakref, version, plan)
+
+
+def _level_plan(parents: torch.Tensor) -> tuple:
+    """Joints in level order, each level's slice in it with its parents' positions (also in level
+    order), the permutation back to joint order, and a per-dtype constant cache. Cached per tree,
+    and per ``parents`` tensor so that repeated calls never read it back (a sync on CUDA)."""
+    hit = _PLAN_OF_TENSOR.get(id(parents))
+    if hit is not None and hit[0]() is parents and hit[1] == parents._version:
+        return hit[2]
+    key = (tuple(parents.tolist()), str(parents.device))
+    plan = _PLAN_CACHE.get(key)
+    if plan is None:
+        par = np.asarray(key[0])
+        levels = tree_levels(par)
+        order = np.concatenate(levels)
+        pos_of = np.empty_like(order)
+        pos_of[order] = np.arange(len(order))
+        starts = np.cumsum([0] + [len(lv) for lv in levels])
+        dev = parents.device
+        steps = [(int(starts[d]), int(starts[d + 1]), int(starts[d - 1]), int(starts[d]),
+                  torch.as_tensor(pos_of[par[levels[d]]] - starts[d - 1], device=dev))
+                 for d in range(1, len(levels))]
+        parent_pos = torch.as_tensor(pos_of[np.maximum(par[order], 0)], device=dev)  # level order; root → 0
+        select = np.zeros((len(par), len(par)))  # row k picks parent(k); the root's row is zero
+        select[np.arange(1, len(par)), par[1:]] = 1.0
+        plan = (torch.as_tensor(order, device=dev), steps, torch.as_tensor(np.argsort(order), device=dev),
+                torch.as_tensor(select, device=dev), parent_pos, {})
+        _PLAN_CACHE[key] = plan
+    _PLAN_OF_TENSOR[id(parents)] = (weakref.ref(parents), parents._version, plan)
+    return plan
+
+
+class _ForwardKinematics(torch.autograd.Function):
+    """Step 4 of LBS with a hand-derived backward, batched by tree depth.
+
+    With local transforms L_k = [[R_k, J_k − J_p], [0, 1]] (4×4) and global ones G_k = [R^G_k | t^G_k]
+    (3×4), each level is one product G_k = G_p L_k (root: G_0 = L_0's top rows). Outputs: posed
+    joints t^G and A = [R^G | t^G − R^G J]. Backward walks the levels in reverse:
+        ∂L_k = R^G_pᵀ ∂G_k   (top rows: [∂R_k | ∂rel_k]),
+        ∂G_p += ∂G_k L_kᵀ    (= [∂R^G_k R_kᵀ + ∂t^G_k rel_kᵀ | ∂t^G_k], summed over children).
+    """
+
+    @staticmethod
+    def forward(ctx, rot_mats, joints, plan):
+        posed, A, saved = _fk_forward(rot_mats, joints, plan)
+        ctx.plan = plan
+        ctx.save_for_backward(*saved)
+        return posed, A
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_posed, g_A):
+        return (*_fk_backward(ctx.saved_tensors, ctx.plan, g_posed, g_A), None)
+
+
+def _fk_forward(rot_mats, joints, plan):
+    """Forward of :class:`_ForwardKinematics`: (posed joints, A, tensors for the backward)."""
+    order, steps, inv, sel, bottom, _ = plan
+    B, J = joints.shape[:2]
+    rel = joints - sel @ joints  # (B, J, 3) J_k − J_parent(k); the root keeps J_0
+    L = torch.cat([torch.cat([rot_mats, rel[..., None]], dim=-1), bottom.expand(B, J, 1, 4)],
+                  dim=-2)[:, order]  # (B, J, 4, 4) in level order
+    G = [L[:, :1, :3]]
+    for start, end, _, _, pos in steps:
+        G.append(G[-1][:, pos] @ L[:, start:end])  # (B, n, 3, 4)
+    G_l = torch.cat(G, dim=1)
+    Gj = G_l[:, inv]  # (B, J, 3, 4) joint order
+    A = Gj.clone()
+    A[..., 3] -= (Gj[..., :3] @ joints[..., None])[..., 0]
+    return Gj[..., 3], A, (L, G_l, Gj, joints)
+
+
+def _fk_backward(saved, plan, g_posed, g_A):
+    """Backward of :class:`_ForwardKinematics`: (∂L/∂rot_mats, ∂L/∂joints)."""
+    L, G_l, Gj, joints = saved
+    order, steps, inv, sel, _, parent_pos = plan
+    g_At = g_A[..., 3]  # (B, J, 3)
+    gG = g_A.clone()
+    gG[..., :3] -= g_At[..., :, None] * joints[..., None, :]  # from −R^G J
+    gG[..., 3] += g_posed
+    g_J = -(Gj[..., :3].transpose(-1, -2) @ g_At[..., None])[..., 0]
+    gG = gG[:, order]
+    for start, end, p_start, p_end, pos in reversed(steps):  # children before parents
+        gG[:, p_start:p_end].index_add_(1, pos, gG[:, start:end] @ L[:, start:end].transpose(-1, -2))
+    gL = G_l[:, parent_pos, :, :3].transpose(-1, -2) @ gG  # all levels at once: R^G_pᵀ ∂G_k
+    gL[:, 0] = gG[:, 0]  # the root's local transform is its global one
+    gL = gL[:, inv]
+    g_rel = gL[..., 3]
+    return gL[..., :3], g_J + g_rel - sel.T @ g_rel
+
+
+def rigid_transform(rot_mats: torch.Tensor, joints: torch.Tensor, parents: torch.Tensor):
+    """Forward kinematics, batched by tree depth: one matmul per level (MANO: 3), not per joint.
+
+    Args:
+        rot_mats: (B, J, 3, 3) local joint rotations.
+        joints: (B, J, 3) rest joint locations.
+        parents: (J,) long, root −1.
+    Returns:
+        posed_joints: (B, J, 3) joint locations after posing.
+        rel_transforms: (B, J, 3, 4) [R_k | t_k − R_k J_k], the transform applied to a rest-pose
+            point skinned to joint k (the top 3 rows of smplx's ``A``).
+    """
+    return _ForwardKinematics.apply(rot_mats, joints, _fk_plan(parents, joints.dtype))
+
+
+def _fk_plan(parents: torch.Tensor, dtype) -> tuple:
+    """The level plan with its per-dtype constants (parent selection matrix, homogeneous row)."""
+    order, steps, inv, select, parent_pos, consts = _level_plan(parents)
+    key = (dtype, parents.device)
+    if key not in consts:
+        bottom = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=dtype, device=parents.device)
+        consts[key] = (order, steps, inv, select.to(dtype), bottom, parent_pos)
+    return consts[key]
+
+
+class _Skin(torch.autograd.Function):
+    """Step 5 of LBS: v = Σ_k w_k (R_k v_posed + t_k), with a hand-written backward.
+
+    The blended transforms T = W·A form a (B, V, 12) tensor; autograd through the obvious
+    expression writes it out whole and keeps it (plus broadcast products) for backward. Here the
+    batch is processed in chunks small enough for T to stay in cache, the per-vertex 3×4 product
+    is fused into ``addcmul_``, and backward recomputes T instead of storing it.
+    """
+
+    CACHE_FLOATS = 160_000  # ~640 kB of T per chunk (float32): fits in L2 on common CPUs
+    KEEP_FLOATS = 1_000_000  # below this, forward keeps T for backward instead of recomputing it
+
+    @staticmethod
+    def _chunks(B: int, V: int):
+        step = max(1, _Skin.CACHE_FLOATS // (12 * V))
+        return [(s, min(B, s + step)) for s in range(0, B, step)]
+
+    @staticmethod
+    def forward(ctx, weights, A, v_posed):
+        out, saved = _skin_forward(weights, A, v_posed)
+        ctx.save_for_backward(*saved)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _skin_backward(ctx.saved_tensors, grad, *ctx.needs_input_grad)
+
+
+def _skin_forward(weights, A, v_posed):
+    """Forward of :class:`_Skin`: ((B, V, 3) vertices, tensors for the backward)."""
+    B, J = A.shape[:2]
+    V = weights.shape[0]
+    At = A.reshape(B, J, 12).transpose(1, 2).reshape(B * 12, J)  # rows (b, i, j)
+    vT = v_posed.transpose(1, 2)  # (B, 3, V), a view
+    out = torch.empty(B, 3, V, dtype=v_posed.dtype, device=v_posed.device)
+    for s, e in _Skin._chunks(B, V):
+        T = (At[s * 12:e * 12] @ weights.T).reshape(e - s, 3, 4, V)  # blended [R | t]
+        v, o = vT[s:e, None], out[s:e]  # (c, 1, 3, V), (c, 3, V)
+        torch.mul(T[:, :, 0], v[:, :, 0], out=o)
+        o.addcmul_(T[:, :, 1], v[:, :, 1]).addcmul_(T[:, :, 2], v[:, :, 2]).add_(T[:, :, 3])
+    kept = T if B * 12 * V <= _Skin.KEEP_FLOATS and e - s == B else None  # one chunk: T is all
+    return out.transpose(1, 2), (weights, At, v_posed, kept)
+
+
+def _skin_backward(saved, grad, need_w: bool, need_A: bool, need_v: bool):
+    """Backward of :class:`_Skin`: (∂L/∂weights, ∂L/∂A, ∂L/∂v_posed), None where not needed."""
+    weights, At, v_posed, kept = saved
+    B, V, J = v_posed.shape[0], weights.shape[0], weights.shape[1]
+    gT = grad.transpose(1, 2)  # (B, 3, V)
+    vT = v_posed.transpose(1, 2)
+    g_At = torch.empty(B * 12, J, dtype=At.dtype, device=At.device) if need_A else None
+    g_w = torch.zeros_like(weights) if need_w else None
+    g_v = torch.empty(B, 3, V, dtype=v_posed.dtype, device=v_posed.device) if need_v else None
+    for s, e in _Skin._chunks(B, V):
+        g = gT[s:e]  # (c, 3, V)
+        if need_A or need_w:
+            # dL/dT[b, i, j, v] = g[b, i, v] · [v_posed; 1][b, j, v]
+            dT = torch.empty(e - s, 3, 4, V, dtype=g.dtype, device=g.device)
+            torch.mul(g[:, :, None], vT[s:e, None], out=dT[:, :, :3])
+            dT[:, :, 3] = g
+            dT = dT.reshape((e - s) * 12, V)
+            if need_A:
+                torch.mm(dT, weights, out=g_At[s * 12:e * 12])
+            if need_w:
+                g_w.addmm_(dT.T, At[s * 12:e * 12])
+        if need_v:
+            T = kept if kept is not None else (At[s * 12:e * 12] @ weights.T).reshape(e - s, 3, 4, V)
+            gv = g_v[s:e]  # dL/dv[b, j, v] = Σ_i T[b, i, j, v] g[b, i, v]
+            torch.mul(T[:, 0, :3], g[:, None, 0], out=gv)
+            gv.addcmul_(T[:, 1, :3], g[:, None, 1]).addcmul_(T[:, 2, :3], g[:, None, 2])
+    g_A = g_At.reshape(B, 12, J).transpose(1, 2).reshape(B, J, 3, 4) if need_A else None
+    return g_w, g_A, (g_v.transpose(1, 2) if need_v else None)
+
+
+def skin(lbs_weights: torch.Tensor, A: torch.Tensor, v_posed: torch.Tensor) -> torch.Tensor:
+    """Blend per-joint transforms and apply them (LBS step 5).
+
+    Args:
+        lbs_weights: (V, J); A: (B, J, 3, 4) relative transforms; v_posed: (B, V, 3).
+    Returns:
+        (B, V, 3) skinned vertices.
+    """
+    return _Skin.apply(lbs_weights, A, v_posed)
+
+
+class _LBS(torch.autograd.Function):
+    """All of LBS as one graph node, for the common case where only β and θ need gradients.
+
+    Forward runs steps 1–5 without recording a graph; backward chains the hand-derived backwards
+    of skinning (:func:`_skin_backward`), the kinematic chain (:func:`_fk_backward`), the pose blend
+    shapes (∂pose_feature = ∂v_posed · posedirsᵀ), joint regression (∂v_shaped += J_regressorᵀ ∂J),
+    shape blend shapes (∂β = ∂v_shaped · shapedirs) and Rodrigues (``rotations._rodrigues_backward``).
+    At batch 1 this replaces ~20 autograd nodes by one; the maths is the modular path's.
+    """
+
+    @staticmethod
+    def forward(ctx, betas, pose, v_template, shapedirs, posedirs, J_regressor, lbs_weights, plan):
+        B = max(betas.shape[0], pose.shape[0])
+        V, C, L = shapedirs.shape
+        v_shaped = v_template + blend_shapes(betas, shapedirs)  # 1.
+        J, J_dirs = _regress_joints(betas, v_template, v_shaped, shapedirs, J_regressor)  # 2.
+        R, angle, K, K2, sin, cos = _rodrigues(pose.reshape(B, -1, 3), SMPLX_EPS)
+        v_posed = _pose_blend(R, v_shaped, posedirs)  # 3.
+        posed, A, fk_saved = _fk_forward(R, J, plan)  # 4.
+        verts, skin_saved = _skin_forward(lbs_weights, A, v_posed)  # 5.
+        ctx.plan = plan
+        ctx.save_for_backward(pose, angle, K, K2, sin, cos, shapedirs, posedirs, J_regressor, J_dirs,
+                              *fk_saved, *skin_saved)
+        return verts, posed
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_verts, g_posed):
+        pose, angle, K, K2, sin, cos, shapedirs, posedirs, J_regressor, J_dirs, *rest = ctx.saved_tensors
+        B = g_verts.shape[0]
+        _, g_A, g_vposed = _skin_backward(rest[4:], g_verts, False, True, True)
+        g_R, g_J = _fk_backward(rest[:4], ctx.plan, g_posed, g_A)
+        if posedirs is not None:
+            g_R[:, 1:] += (g_vposed.reshape(B, -1) @ posedirs.T).reshape(B, -1, 3, 3)
+        L = shapedirs.shape[-1]
+        if J_dirs is None:  # joints were regressed from the mesh
+            g_betas = (g_vposed + J_regressor.T @ g_J).reshape(B, -1) @ shapedirs.reshape(-1, L)
+        else:  # joints came from the pre-contracted basis
+            g_betas = (g_vposed.reshape(B, -1) @ shapedirs.reshape(-1, L)
+                       + g_J.reshape(B, -1) @ J_dirs.reshape(-1, L))
+        g_pose = _rodrigues_backward(g_R, pose.reshape(B, -1, 3), SMPLX_EPS, angle, K, K2, sin,
+                                     cos).reshape(B, -1)
+        need = ctx.needs_input_grad
+        return (g_betas if need[0] else None), (g_pose if need[1] else None), *[None] * 6
+
+
+def _regress_joints(betas, v_template, v_shaped, shapedirs, J_regressor):
+    """Step 2: ((B, J, 3) joints, the joint basis J_dirs (J, 3, L) or None).
+
+    Joints are linear in β: for large batches regress the template and the basis once
+    (J × V × 3L work) instead of every mesh (J × V × 3B)."""
+    if v_template.dim() == 2 and v_shaped.shape[0] > shapedirs.shape[-1]:
+        V, C, L = shapedirs.shape
+        J_dirs = (J_regressor @ shapedirs.reshape(V, C * L)).reshape(-1, C, L)  # (J, 3, L)
+        return (J_regressor @ v_template) + blend_shapes(betas, J_dirs), J_dirs
+    return J_regressor @ v_shaped, None
+
+
+def _pose_blend(rot_mats, v_shaped, posedirs):
+    """Step 3: v_posed = v_shaped + posedirs · (R − I) over joints 1.. (skipped when None)."""
+    if posedirs is None:
+        return v_shaped
+    B = rot_mats.shape[0]
+    eye = _constants(rot_mats.dtype, rot_mats.device)[1]
+    pose_feature = (rot_mats[:, 1:] - eye).reshape(B, -1)  # (B, P)
+    return v_shaped + (pose_feature @ posedirs).reshape(B, -1, 3)
+
+
+def lbs(betas: torch.Tensor, pose: torch.Tensor, v_template: torch.Tensor, shapedirs: torch.Tensor,
+        posedirs: torch.Tensor | None, J_regressor: torch.Tensor, parents: torch.Tensor,
+        lbs_weights: torch.Tensor, pose2rot: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Linear blend skinning with smplx's signature and semantics (``smplx.lbs.lbs``).
+
+    Args:
+        betas: (B, L) shape coefficients (a batch of 1 broadcasts, unlike smplx).
+        pose: (B, J*3) axis-angle including the global rotation first, or with
+            ``pose2rot=False`` (B, J, 3, 3) / (B, J*9) rotation matrices.
+        v_template: (V, 3) or (B, V, 3) rest template.
+        shapedirs: (V, 3, L) shape directions.
+        posedirs: (P, V*3) pose blend shapes, P = (J−1)*9; None skips them (all-zero posedirs).
+        J_regressor: (J, V) dense joint regressor.
+        parents: (J,) long, root −1.
+        lbs_weights: (V, J) skinning weights.
+        pose2rot: whether ``pose`` is axis-angle.
+    Returns:
+        verts: (B, V, 3) posed vertices.
+        joints: (B, J, 3) posed joints.
+    """
+    B = max(betas.shape[0], pose.shape[0])
+    betas, pose = betas.expand(B, -1), pose.expand(B, *pose.shape[1:])  # a batch of 1 broadcasts
+    models = (v_template, shapedirs, posedirs, J_regressor, lbs_weights)
+    if pose2rot and v_template.dim() == 2 and not any(t is not None and t.requires_grad for t in models):
+        # the common case (gradients for β and θ only): one fused graph node
+        return _LBS.apply(betas, pose, v_template, shapedirs, posedirs, J_regressor, lbs_weights,
+                          _fk_plan(parents, pose.dtype))
+    v_shaped = v_template + blend_shapes(betas, shapedirs)  # 1. (B, V, 3)
+    J = _regress_joints(betas, v_template, v_shaped, shapedirs, J_regressor)[0]  # 2. (B, J, 3)
+    if pose2rot:
+        rot_mats = axis_angle_to_matrix(pose.reshape(B, -1, 3))  # (B, J, 3, 3)
+    else:
+        rot_mats = pose.reshape(B, -1, 3, 3)
+    v_posed = _pose_blend(rot_mats, v_shaped, posedirs)  # 3.
+    posed_joints, A = rigid_transform(rot_mats, J, parents)  # 4. (B, J, 3), (B, J, 3, 4)
+    return skin(lbs_weights, A, v_posed), posed_joints  # 5.
