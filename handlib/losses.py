@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from .camera import project
+from .checks import check_shape
 from .skeleton import NUM_KEYPOINTS, normalize_skeleton
 
 __all__ = ["LossWeights", "TERMS", "feature_consistency_loss", "heatmap_loss", "refiner_loss",
@@ -78,18 +79,11 @@ TERMS = ("feature", "heatmap", "refiner", "articulation", "silhouette", "laplaci
 # ----------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------
-def _check(name: str, x: torch.Tensor, *shape):
-    """Raise if ``x`` does not have ``shape``; ``None`` entries match any size."""
-    if x.dim() != len(shape) or any(s is not None and s != d for s, d in zip(shape, x.shape)):
-        want = tuple("*" if s is None else s for s in shape)
-        raise ValueError(f"{name}: expected shape {want}, got {tuple(x.shape)}")
-
-
 def _valid_mask(valid: torch.Tensor | None, B: int, K: int, like: torch.Tensor) -> torch.Tensor:
     """(B, K) float mask of the keypoints to count (all ones when ``valid`` is None)."""
     if valid is None:
         return torch.ones(B, K, dtype=like.dtype, device=like.device)
-    _check("valid", valid, B, K)
+    check_shape(valid, "valid", (B, K))
     return valid.to(like.dtype)
 
 
@@ -117,8 +111,8 @@ def feature_consistency_loss(F_x: torch.Tensor, F_xm: torch.Tensor) -> torch.Ten
     Returns:
         () scalar: squared L2 norm summed over C, averaged over B.
     """
-    _check("F_x", F_x, None, None)
-    _check("F_xm", F_xm, *F_x.shape)
+    check_shape(F_x, "F_x", (None, None))
+    check_shape(F_xm, "F_xm", tuple(F_x.shape))
     return (F_x - F_xm).pow(2).sum(dim=-1).mean()
 
 
@@ -142,12 +136,12 @@ def heatmap_loss(pred: torch.Tensor | Sequence[torch.Tensor], target: torch.Tens
         raise ValueError("pred: expected a tensor or a non-empty list of stage outputs")
     if stages not in ("sum", "mean"):
         raise ValueError(f"stages: expected 'sum' or 'mean', got {stages!r}")
-    _check("target", target, None, None, None, None)
+    check_shape(target, "target", (None, None, None, None))
     B, K = target.shape[:2]
     mask = _valid_mask(valid, B, K, target)
     losses = []
     for i, p in enumerate(preds):
-        _check(f"pred[{i}]", p, *target.shape)
+        check_shape(p, f"pred[{i}]", tuple(target.shape))
         losses.append(_masked_mean((p - target).pow(2).mean(dim=(-2, -1)), mask))  # (B, K) → ()
     total = torch.stack(losses).sum()
     return total / len(losses) if stages == "mean" else total
@@ -172,13 +166,13 @@ def refiner_loss(j2d: torch.Tensor | Sequence[torch.Tensor], j2d_gt: torch.Tenso
     preds = [j2d] if isinstance(j2d, torch.Tensor) else list(j2d)
     if not preds:
         raise ValueError("j2d: expected a tensor or a non-empty list over iterations")
-    _check("j2d_gt", j2d_gt, None, None, 2)
+    check_shape(j2d_gt, "j2d_gt", (None, None, 2))
     B, K = j2d_gt.shape[:2]
     mask = _valid_mask(valid, B, K, j2d_gt)
     scale = 1.0 if image_size is None else 1.0 / float(image_size)
     total = j2d_gt.new_zeros(())
     for i, p in enumerate(preds):
-        _check(f"j2d[{i}]", p, *j2d_gt.shape)
+        check_shape(p, f"j2d[{i}]", tuple(j2d_gt.shape))
         total = total + _masked_mean(((p - j2d_gt) * scale).pow(2).sum(dim=-1), mask)
     return total
 
@@ -204,12 +198,12 @@ def articulation_loss(kp3d_pred: torch.Tensor, kp3d_gt: torch.Tensor, K: torch.T
     Returns:
         () scalar: mean over valid keypoints of ‖n(pred) − n(gt)‖² (sum over x, y, z).
     """
-    _check("kp3d_pred", kp3d_pred, None, NUM_KEYPOINTS, 3)
-    _check("kp3d_gt", kp3d_gt, *kp3d_pred.shape)
+    check_shape(kp3d_pred, "kp3d_pred", (None, NUM_KEYPOINTS, 3))
+    check_shape(kp3d_gt, "kp3d_gt", tuple(kp3d_pred.shape))
     B = kp3d_pred.shape[0]
     if K.dim() == 2:
         K = K.expand(B, 3, 3)
-    _check("K", K, B, 3, 3)
+    check_shape(K, "K", (B, 3, 3))
     focal = K[:, 0, 0]
     vb = None if valid is None else valid.bool()
     n_pred, _ = normalize_skeleton(project(kp3d_pred, K), kp3d_pred, focal, vb)
@@ -235,8 +229,8 @@ def silhouette_loss(rendered: torch.Tensor, mask: torch.Tensor, weight: torch.Te
         () scalar: Σ_b w_b · l_b / B. Dividing by B (not Σ w) keeps a batch's scale fixed when
         Eq. 12 switches samples off, and gives 0 rather than 0/0 when none pass.
     """
-    _check("rendered", rendered, None, None, None)
-    _check("mask", mask, *rendered.shape)
+    check_shape(rendered, "rendered", (None, None, None))
+    check_shape(mask, "mask", tuple(rendered.shape))
     m = mask.to(rendered.dtype)
     if kind == "l2":
         per = (rendered - m).pow(2).mean(dim=(-2, -1))  # (B,)
@@ -247,7 +241,7 @@ def silhouette_loss(rendered: torch.Tensor, mask: torch.Tensor, weight: torch.Te
     else:
         raise ValueError(f"kind: expected 'l2' or 'iou', got {kind!r}")
     if weight is not None:
-        _check("weight", weight, rendered.shape[0])
+        check_shape(weight, "weight", (rendered.shape[0],))
         per = per * weight.to(per.dtype)
     return per.mean()
 
@@ -269,7 +263,7 @@ def laplacian_matrix(faces: torch.Tensor, V: int, dtype: torch.dtype = torch.flo
     Returns:
         (V, V) coalesced sparse COO tensor on the CPU (move with ``.to(device)``).
     """
-    _check("faces", faces, None, 3)
+    check_shape(faces, "faces", (None, 3))
     f = faces.long().cpu()
     if f.numel() and (f.min() < 0 or f.max() >= V):
         raise ValueError(f"faces: indices must lie in [0, {V}), got [{int(f.min())}, {int(f.max())}]")
@@ -301,7 +295,7 @@ def laplacian_loss(verts: torch.Tensor, faces: torch.Tensor, ref_verts: torch.Te
     Returns:
         () scalar.
     """
-    _check("verts", verts, None, None, 3)
+    check_shape(verts, "verts", (None, None, 3))
     B, V = verts.shape[:2]
     d = verts if ref_verts is None else verts - (ref_verts if ref_verts.dim() == 3 else ref_verts[None])
     if L is None:
@@ -334,8 +328,8 @@ def shape_loss_weight(j2d_pred: torch.Tensor, j2d_gt: torch.Tensor, valid: torch
     Returns:
         (B,) detached weights in {0, 1}, dtype of ``j2d_pred``.
     """
-    _check("j2d_pred", j2d_pred, None, None, 2)
-    _check("j2d_gt", j2d_gt, *j2d_pred.shape)
+    check_shape(j2d_pred, "j2d_pred", (None, None, 2))
+    check_shape(j2d_gt, "j2d_gt", tuple(j2d_pred.shape))
     B, K = j2d_pred.shape[:2]
     with torch.no_grad():
         if constant:

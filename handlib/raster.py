@@ -13,7 +13,8 @@ import math
 import torch
 import torch.nn.functional as Fn
 
-from .render import _check, _check_inputs, _enumerate_boxes, _screen_faces, _size
+from .checks import check_shape
+from .render import _check_inputs, _enumerate_boxes, _screen_faces, _size
 
 __all__ = ["render_rgb", "vertex_normals"]
 
@@ -96,9 +97,9 @@ def render_rgb(verts: torch.Tensor, faces: torch.Tensor, K: torch.Tensor, image_
         if verts_uvs is None:
             raise ValueError("verts_uvs: required with texture")
         tex = texture if texture.dim() == 4 else texture.expand(B, *texture.shape)
-        _check(tex, "texture", (B, "Ht", "Wt", 3), floating=True)
+        check_shape(tex, "texture", (B, "Ht", "Wt", 3), floating=True)
         uvs = verts_uvs if verts_uvs.dim() == 3 else verts_uvs.expand(B, *verts_uvs.shape)
-        _check(uvs, "verts_uvs", (B, verts.shape[1], 2), floating=True)
+        check_shape(uvs, "verts_uvs", (B, verts.shape[1], 2), floating=True)
         grid = torch.zeros(B * H * W, 2, dtype=dt, device=dev)
         grid[hit] = interp(uvs.to(dt)) * 2 - 1  # grid_sample: −1/+1 = outer texture edges
         albedo = Fn.grid_sample(tex.permute(0, 3, 1, 2).to(dt), grid.reshape(B, H, W, 2), mode="bilinear",
@@ -109,7 +110,7 @@ def render_rgb(verts: torch.Tensor, faces: torch.Tensor, K: torch.Tensor, image_
             vert_colors = torch.tensor([0.85, 0.64, 0.52], dtype=dt, device=dev).expand(verts.shape[1], 3)
         cols = vert_colors.to(dt)
         cols = cols.expand(B, *cols.shape) if cols.dim() == 2 else cols
-        _check(cols, "vert_colors", (B, verts.shape[1], 3), floating=True)
+        check_shape(cols, "vert_colors", (B, verts.shape[1], 3), floating=True)
         albedo = interp(cols)
 
     normals = interp(vertex_normals(verts, faces))
@@ -120,7 +121,7 @@ def render_rgb(verts: torch.Tensor, faces: torch.Tensor, K: torch.Tensor, image_
     shade = (albedo * (ambient + (1.0 - ambient) * lambert)).clamp(0, 1)
 
     if background is not None:
-        _check(background, "background", (B, H, W, 3), floating=True)
+        check_shape(background, "background", (B, H, W, 3), floating=True)
         rgb = background.to(dt).reshape(B * H * W, 3).clone()
     else:
         rgb = torch.zeros(B * H * W, 3, dtype=dt, device=dev)

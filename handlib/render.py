@@ -37,6 +37,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from .camera import project
+from .checks import check_shape
 
 __all__ = ["RenderConfig", "SoftRenderer", "soft_silhouette", "soft_silhouette_dense", "sigma_pixels",
            "cull_radius"]
@@ -59,22 +60,6 @@ class RenderConfig:
 # argument checks and helpers
 # ----------------------------------------------------------------------------------------------
 
-def _check(x, name: str, dims: tuple, floating: bool | None = None) -> None:
-    """Raise a ValueError/TypeError naming ``name`` unless ``x`` is a tensor of shape ``dims``.
-
-    ``dims`` entries are ints (exact size) or strings (any size).
-    """
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
-    want = "(" + ", ".join(str(d) for d in dims) + ")"
-    if x.dim() != len(dims) or any(isinstance(d, int) and s != d for s, d in zip(x.shape, dims)):
-        raise ValueError(f"{name}: expected shape {want}, got {tuple(x.shape)}")
-    if floating is True and not x.is_floating_point():
-        raise TypeError(f"{name}: expected a floating-point tensor, got {x.dtype}")
-    if floating is False and x.dtype not in (torch.int32, torch.int64):
-        raise TypeError(f"{name}: expected an integer (long) tensor, got {x.dtype}")
-
-
 def _size(image_size) -> tuple[int, int]:
     if isinstance(image_size, int):
         return image_size, image_size
@@ -86,9 +71,9 @@ def _size(image_size) -> tuple[int, int]:
 
 def _check_inputs(verts, faces, K):
     """Validate (verts, faces, K); return faces as long and K in the dtype of verts."""
-    _check(verts, "verts", ("B", "V", 3), floating=True)
-    _check(faces, "faces", ("F", 3), floating=False)
-    _check(K, "K", (3, 3) if isinstance(K, torch.Tensor) and K.dim() == 2 else (verts.shape[0], 3, 3),
+    check_shape(verts, "verts", ("B", "V", 3), floating=True)
+    check_shape(faces, "faces", ("F", 3), floating=False)
+    check_shape(K, "K", (3, 3) if isinstance(K, torch.Tensor) and K.dim() == 2 else (verts.shape[0], 3, 3),
            floating=True)
     if faces.numel() and (int(faces.min()) < 0 or int(faces.max()) >= verts.shape[1]):
         raise ValueError(f"faces: indices must lie in [0, V={verts.shape[1]}), got "
@@ -418,7 +403,7 @@ class SoftRenderer(nn.Module):
 
     def __init__(self, faces: torch.Tensor, config: RenderConfig = RenderConfig()):
         super().__init__()
-        _check(torch.as_tensor(faces), "faces", ("F", 3), floating=False)
+        check_shape(torch.as_tensor(faces), "faces", ("F", 3), floating=False)
         self.register_buffer("faces", torch.as_tensor(faces, dtype=torch.long), persistent=False)
         self.config = config
 
