@@ -21,15 +21,14 @@ flat cap at the forearm cut is removed, leaving exactly one boundary loop (the w
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import pathlib
-import zipfile
 
 import numpy as np
 from scipy.optimize import minimize
 from skimage.measure import marching_cubes
 
+from handlib.npz import write_npz
 from handlib.skeleton import MANO_JOINT_NAMES, MANO_PARENTS, NUM_JOINTS, TIP_FINGERS
 
 ASSET_VERSION = 1
@@ -975,21 +974,13 @@ def build_open_hand(params: OpenHandParams = OpenHandParams()) -> dict[str, np.n
 def save_asset(arrays: dict, path) -> None:
     """Write ``arrays`` as an ``.npz`` that is byte-identical for identical input.
 
-    ``np.savez`` stores the current time in the zip headers; here every member has a fixed
-    date (1980-01-01), a fixed order (:data:`ASSET_SHAPES`, then any others sorted) and is
-    written with ``np.lib.format.write_array``.
+    Members come in a fixed order (:data:`ASSET_SHAPES`, then any others sorted) through
+    :func:`handlib.npz.write_npz` (fixed dates, no timestamps).
     """
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     keys = [k for k in ASSET_SHAPES if k in arrays] + sorted(k for k in arrays if k not in ASSET_SHAPES)
-    with zipfile.ZipFile(path, "w") as zf:
-        for k in keys:
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.array(arrays[k], order="C"), allow_pickle=False)
-            info = zipfile.ZipInfo(f"{k}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, buf.getvalue(), compresslevel=9)
+    write_npz(path, {k: np.array(arrays[k], order="C") for k in keys}, compresslevel=9)
 
 
 def load_asset(path=None) -> dict[str, np.ndarray]:

@@ -37,7 +37,6 @@ import io
 import json
 import os
 import time
-import zipfile
 from pathlib import Path
 
 import cv2
@@ -47,6 +46,7 @@ import torch
 from .. import open_hand
 from ..config import profile
 from ..hand_model import HandModel
+from ..npz import write_npz
 from ..raster import render_rgb
 from ..rotations import quaternion_to_axis_angle
 from ..skeleton import MIDDLE_MCP
@@ -498,15 +498,9 @@ def _done(root: Path, split: str, num: int) -> np.ndarray:
 
 
 def _save_npz(path: Path, arrays: dict) -> None:
-    """Deterministic ``.npz`` (fixed member dates and order), so a rebuilt manifest is byte-identical."""
+    """Deterministic ``.npz`` (:func:`handlib.npz.write_npz`), written atomically."""
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for key, value in arrays.items():
-            member = io.BytesIO()
-            np.lib.format.write_array(member, np.ascontiguousarray(value), allow_pickle=False)
-            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type, info.external_attr = zipfile.ZIP_DEFLATED, 0o644 << 16
-            zf.writestr(info, member.getvalue())
+    write_npz(buf, {k: np.ascontiguousarray(v) for k, v in arrays.items()})
     _atomic_write(path, buf.getvalue())
 
 
