@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from handlib import open_hand  # noqa: E402
+from handlib import open_hand
 
 
 def main(argv=None) -> None:

@@ -24,9 +24,8 @@ import dataclasses
 import pathlib
 import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from handlib.config import profile  # noqa: E402
-from handlib.data import synthetic  # noqa: E402
+from handlib.config import profile
+from handlib.data import synthetic
 
 
 def main(argv=None) -> int:

@@ -19,21 +19,14 @@ the annotation JSON files.
 """
 from __future__ import annotations
 
-import argparse
-import pathlib
 import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from handlib.data import freihand as fh  # noqa: E402
-from handlib.data.common import build_index  # noqa: E402
+from handlib.data import freihand as fh
+from handlib.data.common import build_index, index_argument_parser
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("root", type=pathlib.Path, help="the FreiHAND_pub_v2 folder")
-    ap.add_argument("--out", type=pathlib.Path, default=None, help="index file (default: inside root)")
-    ap.add_argument("--allow-partial", action="store_true", help="index even if counts differ")
-    ap.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    ap = index_argument_parser(__doc__.splitlines()[0], "the FreiHAND_pub_v2 folder")
     args = ap.parse_args(argv)
     readers = {s: fh.FreiHAND(args.root, s, versions=("gs",)) for s in ("training", "evaluation")}
     n_rgb = sum(1 for _ in (args.root / "training" / "rgb").glob("*.jpg"))

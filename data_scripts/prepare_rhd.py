@@ -17,21 +17,14 @@ the index records the SHA-256 of both annotation pickles so that copies can be c
 """
 from __future__ import annotations
 
-import argparse
-import pathlib
 import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from handlib.data import rhd  # noqa: E402
-from handlib.data.common import build_index  # noqa: E402
+from handlib.data import rhd
+from handlib.data.common import build_index, index_argument_parser
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("root", type=pathlib.Path, help="the RHD_published_v2 folder")
-    ap.add_argument("--out", type=pathlib.Path, default=None, help="index file (default: inside root)")
-    ap.add_argument("--allow-partial", action="store_true", help="index even if counts differ")
-    ap.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    ap = index_argument_parser(__doc__.splitlines()[0], "the RHD_published_v2 folder")
     args = ap.parse_args(argv)
     readers = {s: rhd.RHD(args.root, s) for s in ("training", "evaluation")}
     for s in readers:

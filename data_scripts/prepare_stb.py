@@ -18,22 +18,15 @@ the SHA-256 of every label file used.
 """
 from __future__ import annotations
 
-import argparse
-import pathlib
 import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from handlib.data import stb  # noqa: E402
-from handlib.data.common import build_index  # noqa: E402
+from handlib.data import stb
+from handlib.data.common import build_index, index_argument_parser
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("root", type=pathlib.Path, help="the STB folder (holding labels/)")
-    ap.add_argument("--out", type=pathlib.Path, default=None, help="index file (default: inside root)")
+    ap = index_argument_parser(__doc__.splitlines()[0], "the STB folder (holding labels/)")
     ap.add_argument("--cameras", nargs="+", default=["BB_left", "BB_right"], choices=sorted(stb.CAMERAS))
-    ap.add_argument("--allow-partial", action="store_true", help="index even if counts differ")
-    ap.add_argument("--force", action="store_true", help="rebuild even if up to date")
     args = ap.parse_args(argv)
     readers = {s: stb.STB(args.root, s, cameras=tuple(args.cameras)) for s in ("train", "test")}
     per_frame = len(args.cameras)

@@ -19,6 +19,7 @@ moves on to the next good sample and records what it skipped in ``reader.skipped
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -223,6 +224,17 @@ def sha256(path, chunk: int = 1 << 22) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def index_argument_parser(description: str, root_help: str) -> argparse.ArgumentParser:
+    """The command line that every ``data_scripts/prepare_*.py`` shares (its args feed
+    :func:`build_index`); a script adds its own options to the returned parser."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("root", type=Path, help=root_help)
+    ap.add_argument("--out", type=Path, default=None, help="index file (default: inside root)")
+    ap.add_argument("--allow-partial", action="store_true", help="index even if counts differ")
+    ap.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    return ap
 
 
 def build_index(readers: dict, out, inputs, expected: dict, allow_partial: bool = False,
