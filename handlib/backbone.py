@@ -42,6 +42,8 @@ class BackboneConfig:
 BACKBONES = {
     "resnet_tiny": BackboneConfig("resnet_tiny", "basic", (1, 1, 1, 1), (16, 32, 64, 128)),
     "resnet18": BackboneConfig("resnet18", "basic", (2, 2, 2, 2)),
+    # ResNet-18 depth at half width (F 256-d, ~¼ of the FLOPs): the cpu profile's budget backbone
+    "resnet18_half": BackboneConfig("resnet18_half", "basic", (2, 2, 2, 2), (32, 64, 128, 256)),
     "resnet34": BackboneConfig("resnet34", "basic", (3, 4, 6, 3)),
     "resnet50": BackboneConfig("resnet50", "bottleneck", (3, 4, 6, 3)),
 }

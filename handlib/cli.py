@@ -4,10 +4,14 @@ Commands grow with the project; today:
 
 * ``demo``: build OpenHand from code, check it against the shipped asset, pose it, and write a
   picture, meshes and an interactive page under ``--out`` (default ``runs/demo``).
+* ``train``: train DHPE (``handlib.train``) with the budget of ``$HANDLIB_PROFILE``; writes
+  ``--out``/checkpoint.pt, metrics.csv, tb/ (TensorBoard) and eval.json. Under
+  ``torchrun --nproc_per_node N -m handlib train ...`` it trains with DDP.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import sys
@@ -82,9 +86,37 @@ def main(argv=None) -> int:
     p = sub.add_parser("demo", help="build and pose OpenHand; write pictures and meshes")
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
     p.add_argument("--no-build", action="store_true", help="skip rebuilding the asset from code")
+    t = sub.add_parser("train", help="train DHPE (sizes from $HANDLIB_PROFILE)")
+    t.add_argument("--out", type=Path, default=Path("runs/train"))
+    t.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
+    t.add_argument("--steps", type=int, default=None, help="total optimiser steps (default: the profile's)")
+    t.add_argument("--stop-after", type=int, default=None, help="stop after this many steps of this run")
+    t.add_argument("--batch-size", type=int, default=None)
+    t.add_argument("--lr", type=float, default=None)
+    t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--data", type=Path, default=None, help="folder from data_scripts/make_synthetic.py")
+    t.add_argument("--workers", type=int, default=None)
+    t.add_argument("--eval-samples", type=int, default=None, help="held-out val samples scored at the end")
+    t.add_argument("--ckpt-every", type=int, default=None)
+    t.add_argument("--log-every", type=int, default=None)
     args = parser.parse_args(argv)
     if args.command == "demo":
         demo(args.out, build=not args.no_build)
+    elif args.command == "train":
+        from .config import profile
+        from .train import TrainConfig, train
+
+        over = {k: v for k, v in (("steps", args.steps), ("stop_after", args.stop_after),
+                                  ("batch_size", args.batch_size), ("lr", args.lr), ("seed", args.seed),
+                                  ("data", None if args.data is None else str(args.data)),
+                                  ("workers", args.workers), ("eval_samples", args.eval_samples),
+                                  ("ckpt_every", args.ckpt_every), ("log_every", args.log_every))
+                if v is not None}
+        cfg = TrainConfig.from_profile(out=str(args.out), **over)
+        if args.steps is not None and "warmup" not in over:
+            cfg = dataclasses.replace(cfg, warmup=min(cfg.warmup, max(1, args.steps // 10)))
+        print(f"profile {profile().name}: {cfg.steps} steps, batch {cfg.batch_size}, out {args.out}")
+        train(cfg, resume=args.resume)
     return 0
 
 

@@ -25,23 +25,32 @@ class Profile:
     name: str
     image_size: int  # square crop side in pixels fed to the networks (paper: 224)
     heatmap_size: int  # heat-map side (paper: 32 at 224 px input)
-    backbone: str  # "resnet50" (paper), "resnet18", or "resnet_tiny"
+    backbone: str  # "resnet50" (paper), "resnet18_half" (ResNet-18 at half width), or "resnet_tiny"
+    heatmap_channels: int  # width of the CPM keypoint head (its cost grows with width² × heat-map area)
+    heatmap_stages: int  # CPM stages (Wei et al. 2016 use up to 6; ours: 3 on GPU)
     train_steps: int  # optimiser steps of a default training run
     batch_size: int
     num_samples: int  # size of a default synthetic split
     refine_steps: int  # Eq. 13 test-time refinement iterations (paper: 50)
     device: str  # "cpu" or "cuda"
+    # torch intra-op threads for notebooks (None: torch's default). ci: 1, because the ci sizes are
+    # so small that a second thread mostly waits at every op (notebook 04 ran 10× slower on a busy
+    # 2-core machine with 2 threads). Apply with ``torch.set_num_threads`` when not None.
+    num_threads: int | None = None
 
     def torch_device(self) -> torch.device:
         return torch.device(self.device)
 
 
 PROFILES = {
-    "ci": Profile("ci", image_size=64, heatmap_size=16, backbone="resnet_tiny", train_steps=20,
-                  batch_size=8, num_samples=64, refine_steps=10, device="cpu"),
-    "cpu": Profile("cpu", image_size=128, heatmap_size=32, backbone="resnet18", train_steps=4000,
+    "ci": Profile("ci", image_size=64, heatmap_size=16, backbone="resnet_tiny",
+                  heatmap_channels=32, heatmap_stages=2, train_steps=20,
+                  batch_size=8, num_samples=64, refine_steps=10, device="cpu", num_threads=1),
+    "cpu": Profile("cpu", image_size=128, heatmap_size=32, backbone="resnet18_half",
+                   heatmap_channels=64, heatmap_stages=2, train_steps=800,
                    batch_size=32, num_samples=20000, refine_steps=50, device="cpu"),
-    "gpu": Profile("gpu", image_size=224, heatmap_size=32, backbone="resnet50", train_steps=100000,
+    "gpu": Profile("gpu", image_size=224, heatmap_size=32, backbone="resnet50",
+                   heatmap_channels=128, heatmap_stages=3, train_steps=100000,
                    batch_size=64, num_samples=200000, refine_steps=50, device="cuda"),
 }
 

@@ -31,11 +31,15 @@ class HeatmapConfig:
     """Settings of the 2D keypoint head and its targets."""
 
     heatmap_size: int = 32  # heat-map side; paper: 32 at 224 px (21×32×32), profile().heatmap_size
-    sigma: float = 1.0  # target Gaussian std in heat-map pixels: ~one cell, sharp yet learnable
+    # target Gaussian std in heat-map pixels. 1.5 (ours; paper silent): sharp, yet wide enough
+    # that soft-argmax with beta=20 decodes a target to within 0.15 px (1.0 would give 0.3 px)
+    sigma: float = 1.5
     stages: int = 3  # CPM stages; each refines the previous belief with more context (Wei et al.)
     channels: int = 128  # width of every stage; the head is small next to the backbone
     num_keypoints: int = 21  # K: wrist + 4 joints × 5 fingers
-    beta: float = 1.0  # soft-argmax inverse temperature; applied to logits, 1 keeps the head's scale
+    # soft-argmax inverse temperature on the predicted maps (peak ≈ 1): with sigma=1.5, β·h is close
+    # to a log-Gaussian of std ≈ 0.5 px near the peak, and a background of ~0 weighs e^0 ≪ e^20
+    beta: float = 20.0
 
 
 def image_to_heatmap(uv: torch.Tensor, scale: float) -> torch.Tensor:
@@ -146,14 +150,17 @@ def soft_argmax_2d(h: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
     return torch.stack([u, v], dim=-1)
 
 
-def pick_stride(image_size: int, heatmap_size: int, strides=(4, 8, 16, 32)) -> int:
-    """Index of the backbone map whose stride is closest (in log scale) to image_size/heatmap_size.
+def pick_stride(image_size: int, heatmap_size: int, strides=(4, 8, 16, 32), min_stride: int = 8) -> int:
+    """Index of the backbone map fed to the keypoint head: the one whose stride is closest (in log
+    scale) to image_size/heatmap_size, but at least ``min_stride``.
 
-    ``ci`` 64/16 = 4 → stride 4; ``cpu`` 128/32 = 4 → stride 4; paper 224/32 = 7 → stride 8 (28×28,
-    resized to 32×32 by the head).
+    The floor (ours): layer1's stride-4 map has seen only the stem and two blocks (a ~35 px
+    receptive field), too shallow to tell a fingertip from a knuckle; a head on it sat on the
+    all-zero plateau of Eq. 3 in cpu runs. ``ci`` 64/16 and ``cpu`` 128/32 → stride 8 (8×8 and
+    16×16, upsampled); paper 224/32 = 7 → stride 8 (28×28, resized to 32×32 by the head).
     """
     ratio = math.log(image_size / heatmap_size)
-    errors = [abs(ratio - math.log(s)) for s in strides]
+    errors = [abs(ratio - math.log(s)) if s >= min_stride else math.inf for s in strides]
     return errors.index(min(errors))
 
 

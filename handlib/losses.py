@@ -9,6 +9,7 @@ Term names used by :func:`total_loss` (and by the trainer's logs)::
     feature       Eq. 2   ‖F(x) − F(x ⊙ m)‖²
     heatmap       Eq. 3   CPM heat-map MSE
     refiner       Eq. 6   2D error of the refined joints, summed over regressor iterations
+    projection    (ours)  2D error of the projected mesh joints π(j3D_t), the same form as Eq. 6
     articulation  Eq. 8   squared error of normalised 2.5D skeletons
     silhouette    Eq. 9   rendered soft mask vs. ground-truth mask (× Eq. 12's per-sample weight)
     laplacian     Kanazawa et al. 2018, uniform-Laplacian smoothness w.r.t. a reference mesh
@@ -36,9 +37,18 @@ class LossWeights:
 
     # Eq. 7 weights. The paper writes Eq. 7 as a plain sum of its terms and gives no λ values in
     # the text, so every term defaults to 1 (ours) except the Laplacian regulariser.
-    feature: float = 1.0  # Eq. 2: features are O(1) after the backbone's pooling; weight 1 (ours)
-    heatmap: float = 1.0  # Eq. 3: heat maps peak at 1, per-pixel MSE is small; weight 1 (ours)
+    # Eq. 2 (with feature_reduction="mean" it is O(1) at initialisation). Its trivial minimum is a
+    # constant F; a backbone trained from scratch drifts toward it while the other terms are still
+    # on their plateaus (F shrank 20× in 60 cpu steps at weight 1). 0.1 (ours) keeps it a regulariser.
+    feature: float = 0.1
+    # Eq. 3: a per-pixel MSE of maps that are ~0 almost everywhere is ~0.03 per stage at the start,
+    # 10× smaller than the 2D/3D terms; weight 10 (ours) brings it to their scale
+    heatmap: float = 10.0
     refiner: float = 1.0  # Eq. 6: with refiner_normalize the error is in image-size units; weight 1 (ours)
+    # The paper does not say what supervises the translation/depth of h on RHD (no mesh labels):
+    # Eq. 8 is translation- and scale-free and Eq. 9 switches on only once Eq. 12's 2D test
+    # passes. Ours: the reprojection error of the mesh joints, refiner_loss applied to π(j3D_t).
+    projection: float = 1.0
     articulation: float = 1.0  # Eq. 8: normalised skeletons are O(1) (box-scale units); weight 1 (ours)
     silhouette: float = 1.0  # Eq. 9: a pixel-mean in [0, 1]; weight 1 (ours)
     # Laplacian: a regulariser, not a data term; 0.1 (ours) keeps it from flattening the fingers
@@ -47,6 +57,9 @@ class LossWeights:
     # Eq. 3: CPM's intermediate supervision; the paper does not say how stages combine. "sum" as in
     # Wei et al. 2016 (every stage receives the full gradient); "mean" keeps the scale stage-independent.
     heatmap_stages: str = "sum"
+    # Eq. 2: ‖·‖² sums over the C feature channels, so it grows with the backbone (C = 128 … 2048).
+    # "mean" (ours, the default) divides by C so one weight suits every profile; "sum" is the paper's.
+    feature_reduction: str = "mean"
     # Eq. 6: divide pixel coordinates by the image side so the loss does not grow with the crop size
     # (paper silent; ours). With False the loss is in pixels².
     refiner_normalize: bool = True
@@ -62,6 +75,8 @@ class LossWeights:
     def __post_init__(self):
         if self.heatmap_stages not in ("sum", "mean"):
             raise ValueError(f"heatmap_stages: expected 'sum' or 'mean', got {self.heatmap_stages!r}")
+        if self.feature_reduction not in ("sum", "mean"):
+            raise ValueError(f"feature_reduction: expected 'sum' or 'mean', got {self.feature_reduction!r}")
         if self.silhouette_kind not in ("l2", "iou"):
             raise ValueError(f"silhouette_kind: expected 'l2' or 'iou', got {self.silhouette_kind!r}")
         if self.shape_threshold <= 0:
@@ -73,7 +88,7 @@ class LossWeights:
         return self.shape_threshold * float(image_size)
 
 
-TERMS = ("feature", "heatmap", "refiner", "articulation", "silhouette", "laplacian")
+TERMS = ("feature", "heatmap", "refiner", "projection", "articulation", "silhouette", "laplacian")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -99,8 +114,8 @@ def _masked_mean(per_kp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------
 # Eq. 2: feature consistency
 # ----------------------------------------------------------------------------------------------
-def feature_consistency_loss(F_x: torch.Tensor, F_xm: torch.Tensor) -> torch.Tensor:
-    """Eq. 2: L_F = mean_b ‖F(x) − F(x ⊙ m)‖².
+def feature_consistency_loss(F_x: torch.Tensor, F_xm: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
+    """Eq. 2: L_F = mean_b ‖F(x) − F(x ⊙ m)‖² (``reduction="mean"``: divided by C as well).
 
     The 2D evidence estimator must see the same hand whether or not the background is masked out,
     so its features do not depend on clutter. Used to train F, and at test time inside Eq. 13.
@@ -108,12 +123,16 @@ def feature_consistency_loss(F_x: torch.Tensor, F_xm: torch.Tensor) -> torch.Ten
     Args:
         F_x: (B, C) features of the image.
         F_xm: (B, C) features of the image multiplied by the hand mask.
+        reduction: "sum" over C (the paper's squared norm) or "mean" over C.
     Returns:
-        () scalar: squared L2 norm summed over C, averaged over B.
+        () scalar: squared L2 norm summed (or averaged) over C, averaged over B.
     """
     check_shape(F_x, "F_x", (None, None))
     check_shape(F_xm, "F_xm", tuple(F_x.shape))
-    return (F_x - F_xm).pow(2).sum(dim=-1).mean()
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"reduction: expected 'sum' or 'mean', got {reduction!r}")
+    d = (F_x - F_xm).pow(2)
+    return (d.sum(dim=-1) if reduction == "sum" else d.mean(dim=-1)).mean()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -387,7 +387,7 @@ def test_total_loss_reports_nan_and_inf_and_rejects_unknown():
                               "feature": torch.tensor(float("inf"))}, cfg)
     assert not torch.isfinite(total)
     assert sorted(nonfinite_terms(logs)) == ["feature", "refiner", "total"]
-    assert logs["heatmap"].item() == 1.0
+    assert logs["heatmap"].item() == cfg.heatmap * 1.0
     with pytest.raises(KeyError, match="silhoutte"):
         total_loss({"silhoutte": torch.tensor(1.0)}, cfg)
     with pytest.raises(ValueError, match="scalar"):
@@ -404,3 +404,14 @@ def test_loss_weights_validation():
         LossWeights(shape_threshold=0.0)
     with pytest.raises(dataclasses.FrozenInstanceError):
         LossWeights().heatmap = 2.0  # type: ignore[misc]
+
+
+def test_feature_loss_reductions():
+    a, b = torch.randn(3, 7), torch.randn(3, 7)
+    s = feature_consistency_loss(a, b)
+    assert s.item() == pytest.approx(((a - b) ** 2).sum(1).mean().item(), rel=1e-6)
+    assert feature_consistency_loss(a, b, "mean").item() == pytest.approx(s.item() / 7, rel=1e-6)
+    with pytest.raises(ValueError, match="reduction"):
+        feature_consistency_loss(a, b, "max")
+    with pytest.raises(ValueError, match="feature_reduction"):
+        LossWeights(feature_reduction="max")

@@ -1,0 +1,327 @@
+"""Tests of handlib.metrics: errors, PCK and AUC against naive loops, alignments against known
+transforms and scipy's Kabsch, valid masks, shape errors, mask IoU against numpy, the evaluator."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+
+from handlib.metrics import (
+    THRESHOLDS_2D_PX,
+    THRESHOLDS_3D_MM,
+    PoseEvaluator,
+    align,
+    align_procrustes,
+    align_root,
+    align_scale,
+    auc,
+    evaluate_3d,
+    keypoint_errors,
+    mask_iou,
+    pck_curve,
+    similarity_transform,
+)
+
+DTYPES = [torch.float64, torch.float32]
+TOL = {torch.float64: 1e-9, torch.float32: 1e-5}
+
+
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def _hand(B, seed=0, dtype=torch.float64, D=3):
+    """Random 21-keypoint 'hands' ~ 0.6 m in front of the camera, a few cm across."""
+    centre = torch.tensor([0.02, -0.01, 0.6][:D], dtype=dtype)
+    return centre + 0.04 * torch.randn(B, 21, D, generator=_gen(seed), dtype=dtype)
+
+
+def _rotations(B, seed=0, dtype=torch.float64, D=3):
+    q, r = torch.linalg.qr(torch.randn(B, D, D, generator=_gen(seed), dtype=torch.float64))
+    q = q * torch.sign(torch.diagonal(r, dim1=1, dim2=2))[:, None]
+    q[:, :, 0] *= torch.sign(torch.linalg.det(q))[:, None]  # proper: det +1
+    return q.to(dtype)
+
+
+def _valid(B, K=21, seed=0, p=0.7):
+    v = torch.rand(B, K, generator=_gen(seed)) < p
+    v[:, [0, 9, 10]] = True
+    return v
+
+
+# ---------------------------------------------------------------- keypoint_errors
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("D", [2, 3])
+def test_keypoint_errors_match_loop(dtype, D):
+    pred, gt = _hand(3, 0, dtype, D), _hand(3, 1, dtype, D)
+    e = keypoint_errors(pred, gt)
+    assert e.shape == (3, 21) and e.dtype == dtype
+    for b in range(3):
+        for k in range(21):
+            ref = math.sqrt(sum((float(pred[b, k, d]) - float(gt[b, k, d])) ** 2 for d in range(D)))
+            assert abs(float(e[b, k]) - ref) < TOL[dtype]
+
+
+def test_keypoint_errors_invalid_entries_are_zero_not_nan():
+    pred, gt, v = _hand(4, 0), _hand(4, 1), _valid(4)
+    gt[~v] = float("nan")  # missing annotations
+    e = keypoint_errors(pred, gt, v)
+    assert torch.isfinite(e).all() and (e[~v] == 0).all()
+    assert torch.allclose(e[v], keypoint_errors(pred, _hand(4, 1))[v])
+
+
+# ---------------------------------------------------------------- PCK and AUC
+
+
+def _pck_loop(errors, valid, thresholds, per_keypoint):
+    B, K = errors.shape
+    out = []
+    for t in thresholds:
+        if per_keypoint:
+            vals = []
+            for k in range(K):
+                n = sum(bool(valid[b, k]) for b in range(B))
+                if n:
+                    vals.append(sum(bool(valid[b, k]) and float(errors[b, k]) <= t for b in range(B)) / n)
+            out.append(sum(vals) / len(vals))
+        else:
+            n = sum(bool(x) for x in valid.flatten())
+            hits = sum(bool(vv) and float(ee) <= t for ee, vv in zip(errors.flatten(), valid.flatten()))
+            out.append(hits / n)
+    return out
+
+
+@pytest.mark.parametrize("per_keypoint", [True, False])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_pck_matches_loop(per_keypoint, dtype):
+    errors = (60 * torch.rand(8, 21, generator=_gen(2), dtype=torch.float64)).to(dtype)
+    valid = _valid(8, seed=3)
+    valid[:, 4] = False  # a keypoint never seen is skipped by the per-keypoint mean
+    pck = pck_curve(errors, valid, THRESHOLDS_3D_MM, per_keypoint=per_keypoint)
+    ref = _pck_loop(errors, valid, THRESHOLDS_3D_MM, per_keypoint)
+    assert pck.shape == (31,) and np.allclose(pck.numpy(), ref)
+
+
+def test_pck_modes_differ_with_uneven_valid_and_agree_without():
+    errors = 60 * torch.rand(8, 21, generator=_gen(4), dtype=torch.float64)
+    valid = _valid(8, seed=5, p=0.4)
+    a = pck_curve(errors, valid, THRESHOLDS_3D_MM, per_keypoint=True)
+    b = pck_curve(errors, valid, THRESHOLDS_3D_MM, per_keypoint=False)
+    assert not torch.allclose(a, b)
+    a = pck_curve(errors, None, THRESHOLDS_3D_MM, per_keypoint=True)
+    b = pck_curve(errors, None, THRESHOLDS_3D_MM, per_keypoint=False)
+    assert torch.allclose(a, b)
+
+
+def test_auc_matches_loop_and_analytic_areas():
+    t = list(THRESHOLDS_3D_MM)
+    p = list(np.random.default_rng(0).random(31))
+    ref = sum((t[i + 1] - t[i]) * (p[i + 1] + p[i]) / 2 for i in range(30)) / (t[-1] - t[0])
+    assert abs(auc(t, p) - ref) < 1e-12
+    # linear PCK: the trapezoid rule is exact; mean of t/50 over [20, 50] is 35/50
+    assert abs(auc(t, [x / 50 for x in t]) - 0.7) < 1e-12
+    assert abs(auc(t, [(x - 20) / 30 for x in t]) - 0.5) < 1e-12
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_auc_perfect_is_one_and_off_by_100mm_is_zero(dtype):
+    gt = _hand(5, 0, dtype)
+    for mode in ("none", "root", "scale", "procrustes"):
+        assert evaluate_3d(gt.clone(), gt, mode=mode)["auc"] == pytest.approx(1.0)
+    off = gt + torch.tensor([0.1, 0.0, 0.0], dtype=dtype)
+    s = evaluate_3d(off, gt, mode="none")
+    assert s["auc"] == 0.0 and s["mean_mm"] == pytest.approx(100.0, rel=1e-5)
+    assert evaluate_3d(off, gt, mode="root")["auc"] == pytest.approx(1.0)  # a translation only
+
+
+# ---------------------------------------------------------------- alignments
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("D", [2, 3])
+def test_procrustes_recovers_similarity(dtype, D):
+    gt = _hand(6, 0, torch.float64, D)
+    R = _rotations(6, 1, torch.float64, D)
+    s = 0.5 + 1.5 * torch.rand(6, generator=_gen(2), dtype=torch.float64)
+    t = torch.randn(6, D, generator=_gen(3), dtype=torch.float64)
+    pred = s[:, None, None] * gt @ R.transpose(1, 2) + t[:, None]
+    aligned = align_procrustes(pred.to(dtype), gt.to(dtype))
+    assert aligned.dtype == dtype
+    assert keypoint_errors(aligned, gt.to(dtype)).max() < TOL[dtype] * 10
+    s_hat, R_hat, _ = similarity_transform(pred.to(dtype), gt.to(dtype))
+    assert torch.allclose(s_hat.double(), 1 / s, atol=TOL[dtype] * 10)
+    assert torch.allclose(R_hat.double(), R.transpose(1, 2), atol=TOL[dtype] * 10)
+
+
+def test_procrustes_planar_hand_gets_a_rotation_not_a_reflection():
+    # a flat hand: a reflection through its plane fits exactly too, the det correction picks R
+    gt = _hand(8, 0)
+    gt[..., 2] = 0.6
+    R = _rotations(8, 1)
+    pred = 1.3 * gt @ R.transpose(1, 2) + 0.2
+    s, R_hat, _ = similarity_transform(pred, gt)
+    assert torch.allclose(torch.linalg.det(R_hat), torch.ones(8, dtype=torch.float64))
+    assert keypoint_errors(align_procrustes(pred, gt), gt).max() < 1e-9
+
+
+def test_procrustes_reflected_prediction_matches_scipy_kabsch():
+    gt = _hand(4, 0)
+    mirror = torch.diag(torch.tensor([-1.0, 1.0, 1.0], dtype=torch.float64))
+    pred = 0.8 * gt @ mirror.T @ _rotations(4, 1).transpose(1, 2) + 0.05  # det -1: not a similarity
+    s, R, t = similarity_transform(pred, gt)
+    assert torch.allclose(torch.linalg.det(R), torch.ones(4, dtype=torch.float64))
+    aligned = align_procrustes(pred, gt)
+    assert keypoint_errors(aligned, gt).min() > 1e-4  # a reflection would have fitted exactly
+    for b in range(4):
+        x = (pred[b] - pred[b].mean(0)).numpy()
+        y = (gt[b] - gt[b].mean(0)).numpy()
+        rot, _ = Rotation.align_vectors(y, x)  # y ≈ R x, a proper rotation
+        Rb = rot.as_matrix()
+        sb = np.sum(y * (x @ Rb.T)) / np.sum(x * x)
+        ref = sb * x @ Rb.T + gt[b].mean(0).numpy()
+        assert np.allclose(aligned[b].numpy(), ref, atol=1e-9)
+
+
+def test_procrustes_ignores_invalid_keypoints():
+    gt, v = _hand(3, 0), _valid(3, seed=1)
+    pred = 1.2 * gt @ _rotations(3, 2).transpose(1, 2) + 0.1
+    pred2 = pred.clone()
+    pred2[~v] = float("nan")
+    a, b = align_procrustes(pred, gt, v), align_procrustes(pred2, gt, v)
+    assert torch.allclose(a[v], b[v]) and keypoint_errors(b, gt, v).max() < 1e-9
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_align_scale_equalises_bone_and_root(dtype):
+    gt, pred = _hand(5, 0, dtype), _hand(5, 1, dtype)
+    out = align_scale(pred, gt)
+    def bone(x, i=9, j=10):
+        return torch.linalg.vector_norm(x[:, j] - x[:, i], dim=-1)
+
+    assert torch.allclose(bone(out), bone(gt), atol=TOL[dtype])
+    assert torch.allclose(out[:, 0], gt[:, 0], atol=TOL[dtype])
+    # invariant to the prediction's scale and position
+    again = align_scale(3.0 * pred + 1.0, gt)
+    assert torch.allclose(out, again, atol=TOL[dtype] * 10)
+    other = align_scale(pred, gt, bone=(5, 6), root=9)
+    assert torch.allclose(bone(other, 5, 6), bone(gt, 5, 6), atol=TOL[dtype])
+    assert torch.allclose(other[:, 9], gt[:, 9], atol=TOL[dtype])
+
+
+def test_align_root_and_dispatch():
+    gt, pred = _hand(3, 0), _hand(3, 1)
+    out = align_root(pred, gt)
+    assert torch.allclose(out[:, 0], gt[:, 0])
+    assert torch.allclose(out - out[:, :1], pred - pred[:, :1])
+    assert torch.equal(align(pred, gt, "root"), out)
+    assert torch.equal(align(pred, gt, "scale"), align_scale(pred, gt))
+    assert torch.equal(align(pred, gt, "procrustes"), align_procrustes(pred, gt))
+    assert align(pred, gt, "none") is pred
+
+
+# ---------------------------------------------------------------- valid masks
+
+
+def test_changing_an_invalid_keypoint_changes_nothing():
+    gt, pred, v = _hand(6, 0), _hand(6, 1) * 0.9, _valid(6, seed=2)
+    pred2 = pred.clone()
+    pred2[~v] += 1.0
+    for mode in ("none", "root", "scale", "procrustes"):
+        a, b = evaluate_3d(pred, gt, v, mode=mode), evaluate_3d(pred2, gt, v, mode=mode)
+        assert a["mean_mm"] == pytest.approx(b["mean_mm"]) and a["auc"] == pytest.approx(b["auc"])
+        assert torch.allclose(a["pck"], b["pck"]) and a["count"] == int(v.sum())
+    e = keypoint_errors(pred, gt) * 1000
+    assert evaluate_3d(pred, gt, v, mode="none")["mean_mm"] == pytest.approx(float(e[v].mean()))
+    assert evaluate_3d(pred, gt, v, mode="none")["median_mm"] == pytest.approx(float(np.median(e[v])))
+
+
+# ---------------------------------------------------------------- errors named
+
+
+def test_errors_name_the_argument():
+    p = _hand(2)
+    with pytest.raises(ValueError, match="gt"):
+        keypoint_errors(p, p[:, :20])
+    with pytest.raises(ValueError, match="pred"):
+        keypoint_errors(torch.zeros(2, 21, 4), torch.zeros(2, 21, 4))
+    with pytest.raises(ValueError, match="valid"):
+        keypoint_errors(p, p, torch.ones(2, 20, dtype=torch.bool))
+    with pytest.raises(ValueError, match="mode"):
+        align(p, p, "similarity")
+    with pytest.raises(ValueError, match="mode"):
+        PoseEvaluator(mode="rigid")
+    with pytest.raises(ValueError, match="bone"):
+        align_scale(p, p, bone=(9, 21))
+    v = torch.ones(2, 21, dtype=torch.bool)
+    v[1, 0] = False
+    with pytest.raises(ValueError, match="valid"):
+        align_root(p, p, valid=v)
+    v[:, 2:] = False
+    with pytest.raises(ValueError, match="valid"):
+        align_procrustes(p, p, v)
+    with pytest.raises(ValueError, match="errors"):
+        pck_curve(torch.zeros(2, 21, 3), None, THRESHOLDS_3D_MM)
+    with pytest.raises(ValueError, match="valid"):
+        pck_curve(torch.zeros(2, 21), torch.zeros(2, 21, dtype=torch.bool), THRESHOLDS_3D_MM)
+    with pytest.raises(ValueError, match="pck"):
+        auc(THRESHOLDS_3D_MM, [0.0] * 30)
+    with pytest.raises(ValueError, match="thresholds"):
+        auc([2.0, 1.0], [0.0, 1.0])
+    with pytest.raises(ValueError, match="gt"):
+        mask_iou(torch.zeros(2, 8, 8), torch.zeros(2, 8, 9))
+    with pytest.raises(ValueError, match="PoseEvaluator"):
+        PoseEvaluator().summary()
+
+
+# ---------------------------------------------------------------- mask IoU
+
+
+def test_mask_iou_matches_numpy_and_empty_is_one():
+    rng = np.random.default_rng(0)
+    pred, gt = rng.random((5, 16, 12)), rng.random((5, 16, 12)) > 0.6
+    pred[4], gt[4] = 0.0, False  # empty union
+    iou = mask_iou(torch.from_numpy(pred), torch.from_numpy(gt))
+    for b in range(4):
+        p = pred[b] > 0.5
+        ref = np.logical_and(p, gt[b]).sum() / np.logical_or(p, gt[b]).sum()
+        assert abs(float(iou[b]) - ref) < 1e-12
+    assert float(iou[4]) == 1.0
+    g = torch.from_numpy(gt)
+    assert torch.allclose(mask_iou(g, g), torch.ones(5))
+
+
+# ---------------------------------------------------------------- evaluator
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_evaluator_batches_equal_one_call(dtype):
+    gt, pred, v = _hand(10, 0, dtype), _hand(10, 1, dtype), _valid(10, seed=3)
+    ev = PoseEvaluator(mode="procrustes")
+    ev.update(pred[:4], gt[:4], v[:4])
+    ev.update(pred[4:].numpy(), gt[4:].numpy(), v[4:].numpy())  # numpy works too
+    a, b = ev.summary(), evaluate_3d(pred, gt, v, mode="procrustes")
+    assert a.keys() == b.keys() and a["count"] == b["count"] and a["num_samples"] == 10
+    for k in a:
+        if isinstance(a[k], torch.Tensor):
+            assert torch.allclose(a[k], b[k], equal_nan=True)
+        else:
+            assert a[k] == pytest.approx(b[k])
+    assert a["per_keypoint_mean_mm"].shape == (21,)
+
+
+def test_evaluator_in_pixels_and_single_threshold():
+    gt = 100 * torch.rand(3, 21, 2, generator=_gen(0), dtype=torch.float64)
+    pred = gt + torch.tensor([3.3, 4.4], dtype=torch.float64)  # 5.5 px everywhere
+    ev = PoseEvaluator(unit=1.0, unit_name="px", thresholds=THRESHOLDS_2D_PX)
+    ev.update(pred, gt)
+    s = ev.summary()
+    assert s["mean_px"] == pytest.approx(5.5) and s["median_px"] == pytest.approx(5.5)
+    # PCK steps from 0 (5 px) to 1 (6 px): the trapezoid gives the step's exact area
+    assert s["auc"] == pytest.approx(1 - 5.5 / 30)
+    one = ev.summary(thresholds=[6.0])
+    assert one["auc"] is None and float(one["pck"][0]) == 1.0
