@@ -26,7 +26,7 @@ from .skeleton import MIDDLE_MCP, ROOT
 
 __all__ = ["THRESHOLDS_3D_MM", "THRESHOLDS_2D_PX", "MODES", "keypoint_errors", "align_root",
            "align_scale", "similarity_transform", "align_procrustes", "align", "pck_curve", "auc",
-           "mask_iou", "PoseEvaluator", "evaluate_3d"]
+           "mask_iou", "PoseEvaluator", "evaluate_3d", "pck_auc"]
 
 THRESHOLDS_3D_MM = tuple(float(t) for t in np.linspace(20.0, 50.0, 31))  # Sec. 4: 3D PCK AUC 20–50 mm
 THRESHOLDS_2D_PX = tuple(float(t) for t in np.linspace(0.0, 30.0, 31))  # 2D PCK 0–30 px
@@ -258,6 +258,26 @@ def auc(thresholds, pck) -> float:
     if p.shape != t.shape:
         raise ValueError(f"pck: expected shape {tuple(t.shape)} (one per threshold), got {tuple(p.shape)}")
     return float(torch.trapezoid(p, t) / (t[-1] - t[0]))
+
+
+def pck_auc(dists, valid, lo: float = 20.0, hi: float = 50.0, steps: int = 31) -> tuple[float, torch.Tensor]:
+    """hand3d's ``EvalUtil.get_measures(lo, hi, steps)``: per-keypoint PCK curves (``<=``) on
+    ``linspace(lo, hi, steps)``, averaged over keypoints, and their normalised trapezoid area.
+
+    Args:
+        dists: (N, K) keypoint errors (mm for the paper's 20–50 mm protocol), torch or numpy.
+        valid: (N, K) nonzero where the keypoint counts (None: all).
+        lo, hi, steps: the threshold grid (the 0–50 mm variant: ``lo=0``).
+    Returns:
+        (auc, curve): the area in [0, 1] and the (steps,) PCK curve.
+    """
+    e = dists if isinstance(dists, torch.Tensor) else torch.as_tensor(np.asarray(dists))
+    e = e.to(torch.float64)
+    if valid is not None and not isinstance(valid, torch.Tensor):
+        valid = torch.as_tensor(np.asarray(valid))
+    t = torch.linspace(float(lo), float(hi), int(steps), dtype=torch.float64)
+    curve = pck_curve(e, valid, t, per_keypoint=True)
+    return auc(t, curve), curve
 
 
 def mask_iou(pred: torch.Tensor, gt: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:

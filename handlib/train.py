@@ -4,8 +4,10 @@
 :func:`train`. The schedule follows the paper's order — the 2D evidence estimator first, then
 everything jointly:
 
-* **stage "evidence"** (the first ``evidence_fraction`` of the steps): f_E2D alone on Eq. 3
-  (heat maps) and Eq. 2 (feature consistency);
+* **stage "evidence"** (the first ``evidence_fraction`` of the steps): f_E2D's keypoints alone,
+  Eq. 3 (heat maps) and Eq. 6's t = 0 term (the soft-argmax of the heat maps). Eq. 2 waits for the
+  joint stage: until the regressor reads F(x), nothing but Eq. 2 would train the layers above the
+  head's input, and F would collapse to a constant (Eq. 2's trivial minimum; ours);
 * **stage "joint"**: all terms of Eq. 7 — Eqs. 2, 3, 6, the mesh-joint reprojection, 8, 9 with
   Eq. 12's per-sample switch, and the Laplacian.
 
@@ -342,7 +344,9 @@ def train(cfg: TrainConfig | None = None, mcfg: ModelConfig | None = None, resum
         stage = "evidence" if step < cfg.evidence_steps else "joint"
         batch = _to(batch, device)
         x = batch["image"]
-        nf = int(math.ceil(cfg.feature_fraction * len(x))) if cfg.weights.feature else 0
+        # Eq. 2 only in the joint stage: before it nothing else trains the layers above the heat-map
+        # head's input, and F collapses to the constant that satisfies Eq. 2 trivially
+        nf = int(math.ceil(cfg.feature_fraction * len(x))) if cfg.weights.feature and stage == "joint" else 0
         xm = mask_image(x[:nf], batch["mask"][:nf]) if nf else None
         o = net(x, batch["K"], render=False, masked=xm, evidence_only=stage == "evidence")
         terms, extra = compute_terms(model, o, batch, cfg.weights, stage, o.masked_features, lap)

@@ -325,3 +325,21 @@ def test_evaluator_in_pixels_and_single_threshold():
     assert s["auc"] == pytest.approx(1 - 5.5 / 30)
     one = ev.summary(thresholds=[6.0])
     assert one["auc"] is None and float(one["pck"][0]) == 1.0
+
+
+def test_pck_auc_matches_a_plain_per_keypoint_computation():
+    import numpy as np
+
+    from handlib.metrics import pck_auc
+
+    rng = np.random.default_rng(0)
+    d = rng.uniform(0, 70, (40, 21))
+    v = rng.random((40, 21)) > 0.2
+    a, curve = pck_auc(d, v, 20, 50, 31)
+    t = np.linspace(20, 50, 31)
+    per_kp = [[(d[v[:, k], k] <= th).mean() for th in t] for k in range(21)]
+    ref_curve = np.mean(per_kp, axis=0)
+    ref_auc = np.mean([np.trapezoid(c, t) / 30.0 for c in per_kp])
+    assert np.allclose(curve.numpy(), ref_curve) and abs(a - ref_auc) < 1e-12
+    a0, _ = pck_auc(torch.zeros(3, 21), None, 0, 50, 20)
+    assert a0 == 1.0
