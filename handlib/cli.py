@@ -79,6 +79,35 @@ def demo(out: Path, build: bool = True, pose_names=("flat", "relaxed", "fist", "
     return summary
 
 
+def _eval(args) -> int:
+    from .config import profile
+    from .evaluate import dataset_for_eval, evaluate_model, write_report
+    from .refine import RefineConfig
+    from .train import load_model
+
+    if not args.checkpoint.is_file():
+        print(f"error: --checkpoint {args.checkpoint}: no such file "
+              "(train one with `python -m handlib train`)", file=sys.stderr)
+        return 2
+    prof = profile()
+    model = load_model(args.checkpoint, map_location=prof.device)
+    data = dataset_for_eval(args.dataset, model.cfg.image_size, args.root, args.split, args.seed, args.num)
+    steps = prof.refine_steps if args.refine_steps is None else args.refine_steps
+    res = evaluate_model(model, data, batch_size=args.batch_size, device=prof.device,
+                         refine=RefineConfig(iterations=steps) if steps else None)
+    res.update(checkpoint=str(args.checkpoint), dataset=args.dataset, seed=args.seed)
+    line = (f"{args.dataset} ({res['num_samples']} samples): AUC 20–50 mm {res['auc_20_50']:.3f}, "
+            f"MPJPE {res['mpjpe_mm']:.1f} mm, PA-MPJPE {res['pa_mpjpe_mm']:.1f} mm")
+    if steps:
+        line += (f"; after {steps} refinement steps: AUC {res['auc_20_50_refined']:.3f}, "
+                 f"MPJPE {res['mpjpe_mm_refined']:.1f} mm, PA-MPJPE {res['pa_mpjpe_mm_refined']:.1f} mm")
+    print(line)
+    if args.json:
+        write_report(res, args.json)
+        print(f"wrote {args.json}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m handlib", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -99,7 +128,20 @@ def main(argv=None) -> int:
     t.add_argument("--eval-samples", type=int, default=None, help="held-out val samples scored at the end")
     t.add_argument("--ckpt-every", type=int, default=None)
     t.add_argument("--log-every", type=int, default=None)
+    e = sub.add_parser("eval", help="score a checkpoint (3D PCK AUC 20–50 mm, MPJPE, PA-MPJPE)")
+    e.add_argument("--checkpoint", type=Path, required=True)
+    e.add_argument("--dataset", default="synthetic", help="synthetic | rhd | stb | freihand | dexter_object")
+    e.add_argument("--root", type=Path, default=None, help="dataset folder (real datasets)")
+    e.add_argument("--split", default=None)
+    e.add_argument("--seed", type=int, default=0, help="synthetic: the dataset seed")
+    e.add_argument("--num", type=int, default=500, help="number of samples")
+    e.add_argument("--refine-steps", type=int, default=None,
+                   help="also score after Eq. 13 refinement (default: the profile's refine_steps; 0: off)")
+    e.add_argument("--batch-size", type=int, default=16)
+    e.add_argument("--json", type=Path, default=None, help="write the scores here")
     args = parser.parse_args(argv)
+    if args.command == "eval":
+        return _eval(args)
     if args.command == "demo":
         demo(args.out, build=not args.no_build)
     elif args.command == "train":
