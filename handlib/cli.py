@@ -7,6 +7,10 @@ Commands grow with the project; today:
 * ``train``: train DHPE (``handlib.train``) with the budget of ``$HANDLIB_PROFILE``; writes
   ``--out``/checkpoint.pt, metrics.csv, tb/ (TensorBoard) and eval.json. Under
   ``torchrun --nproc_per_node N -m handlib train ...`` it trains with DDP.
+* ``eval``: score a checkpoint on held-out synthetic data or a real dataset (``handlib.evaluate``),
+  with and without Eq. 13's test-time refinement; ``--json`` writes the scores.
+* ``predict``: one image → mesh.obj/.ply, joints.json, overlay.png under ``--out``
+  (``handlib.predict``).
 """
 from __future__ import annotations
 
@@ -108,6 +112,53 @@ def _eval(args) -> int:
     return 0
 
 
+def _predict(args) -> int:
+    from .config import profile
+    from .data.common import DataError, read_image
+    from .predict import FOCAL_FACTOR, check_box, parse_box, predict, resolve_checkpoint, save_prediction
+    from .train import load_model
+
+    try:
+        image = read_image(args.image)
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    H, W = image.shape[:2]
+    box = None
+    if args.box is not None:
+        try:
+            box = check_box(parse_box(args.box), W, H)
+        except ValueError as err:
+            print(f"error: --box {args.box!r}: {err}", file=sys.stderr)
+            return 2
+    if args.focal is not None and not args.focal > 0:
+        print(f"error: --focal {args.focal}: expected a positive focal length in pixels", file=sys.stderr)
+        return 2
+    if args.refine_steps is not None and args.refine_steps < 0:
+        print(f"error: --refine-steps {args.refine_steps}: expected ≥ 0", file=sys.stderr)
+        return 2
+    try:
+        ckpt = resolve_checkpoint(args.checkpoint)
+        prof = profile()
+        model = load_model(ckpt, map_location=prof.device)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    steps = prof.refine_steps if args.refine_steps is None else args.refine_steps
+    pred = predict(model, image, box=box, focal=args.focal, left=args.left, refine_steps=steps)
+    files = save_prediction(pred, args.out, image, image_path=str(args.image), checkpoint=str(ckpt))
+    x, y, w, h = pred.box
+    print(f"{args.image} ({W}×{H}): {pred.side} hand, box {x:g},{y:g},{w:g},{h:g}"
+          + (" (default: the central square)" if pred.box_assumed else "")
+          + f", focal {pred.focal:g} px" + (f" (assumed: {FOCAL_FACTOR} × the larger side, ≈45° FOV; "
+                                            "pass --focal)" if pred.focal_assumed else ""))
+    X, Y, Z = pred.joints[0]
+    print(f"wrist at ({X:.3f}, {Y:.3f}, {Z:.3f}) m in the camera; "
+          + (f"refined with {steps} Eq. 13 steps" if steps else "network estimate (no refinement)"))
+    print(f"wrote {', '.join(files)} to {args.out}/")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m handlib", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -139,9 +190,23 @@ def main(argv=None) -> int:
                    help="also score after Eq. 13 refinement (default: the profile's refine_steps; 0: off)")
     e.add_argument("--batch-size", type=int, default=16)
     e.add_argument("--json", type=Path, default=None, help="write the scores here")
+    q = sub.add_parser("predict", help="3D hand mesh and keypoints from one image (writes --out)")
+    q.add_argument("image", type=Path, help="a photo (any format OpenCV reads)")
+    q.add_argument("--box", default=None,
+                   help="hand box x,y,w,h in pixels (default: the image's central square)")
+    q.add_argument("--checkpoint", type=Path, default=None, help="default: $HANDLIB_CHECKPOINT")
+    q.add_argument("--focal", type=float, default=None,
+                   help="focal length in pixels (default, assumed: 1.2 × the larger side, ≈45° FOV)")
+    q.add_argument("--left", action="store_true", help="a left hand (mirrored for the right-hand network)")
+    q.add_argument("--refine-steps", type=int, default=None,
+                   help="Eq. 13 refinement steps (default: the profile's refine_steps; 0: off)")
+    q.add_argument("--out", type=Path, default=Path("runs/predict"),
+                   help="folder for mesh.obj, mesh.ply, joints.json, overlay.png (default: runs/predict)")
     args = parser.parse_args(argv)
     if args.command == "eval":
         return _eval(args)
+    if args.command == "predict":
+        return _predict(args)
     if args.command == "demo":
         demo(args.out, build=not args.no_build)
     elif args.command == "train":

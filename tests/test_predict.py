@@ -1,0 +1,206 @@
+"""predict.py and `python -m handlib predict`: file contract, camera consistency, --left, errors."""
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from handlib import cli
+from handlib.config import profile
+from handlib.data import CropConfig, SyntheticHands, crop_to_hand
+from handlib.data.batch import normalize_image
+from handlib.data.common import DataError, project_np
+from handlib.hand_model import HandModel
+from handlib.model import DHPE, ModelConfig
+from handlib.predict import (
+    CHECKPOINT_ENV,
+    check_box,
+    crop_box,
+    default_box,
+    default_focal,
+    image_intrinsics,
+    parse_box,
+    predict,
+    resolve_checkpoint,
+)
+from handlib.train import TrainConfig, save_checkpoint
+
+# A box symmetric about the image's vertical centre line (x + w/2 = 128/2): the same numbers are the
+# hand box of the horizontally flipped image, so its crop is exactly the mirror of the original's.
+BOX = "34,24,60,40"
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return DHPE(ModelConfig.from_profile(profile("ci"))).eval()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, model):
+    """A random-weight ci checkpoint, a synthetic photo and its mirror image as PNG files."""
+    d = tmp_path_factory.mktemp("predict")
+    opt = torch.optim.AdamW(model.parameters())
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    save_checkpoint(d / "c.pt", model, opt, sched, 0, TrainConfig(), 0)
+    image = SyntheticHands(seed=0, num=1, image_size=128)[0]["image"]
+    cv2.imwrite(str(d / "hand.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(d / "flip.png"), cv2.cvtColor(np.ascontiguousarray(image[:, ::-1]), cv2.COLOR_RGB2BGR))
+    return {"dir": d, "ckpt": d / "c.pt", "hand": d / "hand.png", "flip": d / "flip.png", "image": image}
+
+
+def _run(files, image, out, *extra):
+    return cli.main(["predict", str(image), "--checkpoint", str(files["ckpt"]), "--out", str(out), *extra])
+
+
+@pytest.fixture(scope="module")
+def right_and_left(files):
+    """CLI runs: the photo as a right hand, its mirror image as a left hand (2 refinement steps)."""
+    d = files["dir"]
+    assert _run(files, files["hand"], d / "right", "--box", BOX, "--refine-steps", "2") == 0
+    assert _run(files, files["flip"], d / "left", "--box", BOX, "--refine-steps", "2", "--left") == 0
+    return tuple(json.loads((d / side / "joints.json").read_text()) for side in ("right", "left"))
+
+
+def test_cli_writes_the_file_contract(files, model, right_and_left, capsys):
+    out, (doc, _) = files["dir"] / "right", right_and_left
+    for name in ("mesh.obj", "mesh.ply", "joints.json", "overlay.png"):
+        assert (out / name).stat().st_size > 100, name
+    faces = model.hand_model.faces.numpy()
+    for name in ("mesh.obj", "mesh.ply"):
+        mesh = trimesh.load(out / name, process=False)
+        assert mesh.vertices.shape == (model.hand_model.num_verts, 3), name
+        assert np.array_equal(mesh.faces, faces), name
+    assert cv2.imread(str(out / "overlay.png")).shape[:2] == (512, 512)  # small images are drawn at 512 px
+    assert len(doc["joints_3d"]) == len(doc["joints_2d"]) == len(doc["keypoint_names"]) == 21
+    assert doc["keypoint_names"][0] == "wrist" and doc["side"] == "right" and len(doc["h"]) == 63
+    assert doc["refined"] is True and doc["refine_steps"] == 2 and doc["checkpoint"] == str(files["ckpt"])
+    assert doc["box"] == [34, 24, 60, 40] and doc["focal"] == pytest.approx(1.2 * 128)
+    assert any("focal" in a for a in doc["assumptions"]) and not any("box" in a for a in doc["assumptions"])
+    assert doc["refine_losses"]["after"]["total"] <= doc["refine_losses"]["before"]["total"]
+    # the mesh file's vertices are the 3D joints' camera: its wrist joint is within the mesh's extent
+    lo, hi, wrist = mesh.vertices.min(0), mesh.vertices.max(0), np.array(doc["joints_3d"][0])
+    assert np.all(wrist > lo - 0.02) and np.all(wrist < hi + 0.02)
+
+
+def test_3d_joints_project_onto_2d_joints_with_the_original_camera(right_and_left):
+    for doc in right_and_left:
+        j3d, j2d = np.array(doc["joints_3d"]), np.array(doc["joints_2d"])
+        assert np.all(j3d[:, 2] > 0)
+        K = image_intrinsics(128, 128, 1.2 * 128)  # built independently of the file: f, centre 63.5
+        np.testing.assert_allclose(np.array(doc["K"]), K, atol=1e-6)
+        np.testing.assert_allclose(project_np(j3d, K), j2d, atol=2e-3)  # file rounding: 1 µm, 1e-3 px
+        # the same points seen by the crop camera land on the crop's pixels: A · j2d
+        A, Kc = np.array(doc["crop"]["affine"]), np.array(doc["crop"]["K"])
+        np.testing.assert_allclose(Kc, A @ K, atol=1e-5)
+        np.testing.assert_allclose(project_np(j3d, Kc), j2d @ A[:2, :2].T + A[:2, 2], atol=2e-3)
+
+
+def test_left_mirrors_the_right_prediction_of_the_flipped_image(files, right_and_left):
+    right, left = right_and_left
+    assert left["side"] == "left"
+    r2, l2 = np.array(right["joints_2d"]), np.array(left["joints_2d"])
+    np.testing.assert_allclose(l2[:, 0], 127 - r2[:, 0], atol=2e-3)  # u' = W − 1 − u
+    np.testing.assert_allclose(l2[:, 1], r2[:, 1], atol=2e-3)
+    r3, l3 = np.array(right["joints_3d"]), np.array(left["joints_3d"])
+    np.testing.assert_allclose(l3, r3 * [-1, 1, 1], atol=2e-6)  # X' = −X
+    mesh = trimesh.load(files["dir"] / "left" / "mesh.obj", process=False)
+    left_model = HandModel("left")
+    assert np.array_equal(mesh.faces, left_model.faces.numpy())  # winding reversed with the mirror
+    # h is the left hand model's parameter vector in the image's camera
+    with torch.no_grad():
+        j = left_model.from_h(torch.tensor(left["h"], dtype=torch.float32)[None]).joints[0].numpy()
+    np.testing.assert_allclose(j, l3, atol=1e-4)
+
+
+def test_crop_matches_crop_to_hand_and_the_network(files, model):
+    image, box = files["image"], (49.0, 34.0, 30.0, 20.0)  # σ = 64 / 45 ≥ 1: a plain warp, no area average
+    K = image_intrinsics(128, 128, 150.0)
+    crop = crop_box(image, box, 64, K)
+    # crop_to_hand's keypoint box with the user box's pixel-edge corners gives the same crop
+    kp2d = np.zeros((21, 2), np.float32)
+    kp2d[0], kp2d[1] = (box[0] - 0.5, box[1] - 0.5), (box[0] + box[2] - 0.5, box[1] + box[3] - 0.5)
+    sample = {"image": image, "mask": None, "kp2d": kp2d, "kp3d": np.zeros((21, 3), np.float32),
+              "K": K.astype(np.float32), "valid": np.arange(21) < 2}
+    ref = crop_to_hand(sample, CropConfig(size=64))
+    np.testing.assert_allclose(crop.affine, ref["affine"], atol=1e-5)
+    np.testing.assert_allclose(crop.K, ref["K"], atol=1e-4)
+    assert np.abs(crop.image.astype(int) - ref["image"].astype(int)).max() <= 1
+    pred = predict(model, image, box=box, focal=150.0)
+    with torch.no_grad():
+        out = model(normalize_image(torch.as_tensor(ref["image"])[None]), torch.as_tensor(ref["K"])[None])
+    np.testing.assert_allclose(pred.joints, out.joints[0].numpy(), atol=1e-4)
+    assert pred.refine_steps == 0 and not pred.refined and pred.silhouette.shape == (64, 64)
+
+
+def test_large_image_is_area_averaged_with_the_same_geometry(files):
+    image = cv2.resize(files["image"], (512, 512), interpolation=cv2.INTER_CUBIC)
+    box = (4 * 34.0, 4 * 24.0, 4 * 60.0, 4 * 40.0)  # σ = 64 / 360 < 1
+    K = image_intrinsics(512, 512, 600.0)
+    crop = crop_box(image, box, 64, K)
+    assert crop.affine[0, 0] == pytest.approx(64 / 360)
+    small = crop_box(files["image"], [v / 4 for v in box], 64, image_intrinsics(128, 128, 150.0))
+    assert np.abs(crop.image.astype(float) - small.image.astype(float)).mean() < 6.0
+
+
+def test_defaults_and_box_parsing(files, model):
+    assert default_box(200, 100) == (50.0, 0.0, 100.0, 100.0)
+    assert math.degrees(2 * math.atan(0.5 * 640 / default_focal(640, 480))) == pytest.approx(45.2, abs=0.1)
+    assert parse_box("1, 2, 3, 4") == (1.0, 2.0, 3.0, 4.0) and parse_box("1 2 3 4") == (1.0, 2.0, 3.0, 4.0)
+    assert check_box((0, 0, 128, 128), 128, 128) == (0.0, 0.0, 128.0, 128.0)
+    pred = predict(model, files["hand"])  # a path; central square, assumed focal
+    assert pred.box_assumed and pred.focal_assumed and pred.box == (0.0, 0.0, 128.0, 128.0)
+    centre = np.linalg.solve(pred.crop.affine, [31.5, 31.5, 1.0])[:2]  # crop centre → image centre
+    np.testing.assert_allclose(centre, [63.5, 63.5], atol=1e-9)
+    np.testing.assert_allclose(pred.j2d, project_np(pred.joints, pred.K), atol=1e-3)
+
+
+@pytest.mark.parametrize("box,why", [("1,2,3", "four numbers"), ("a,b,c,d", "four numbers"),
+                                     ("0,0,0,10", "positive"), ("0,0,10,-4", "positive"),
+                                     ("100,100,50,50", "inside"), ("-1,0,10,10", "inside")])
+def test_bad_box_is_an_error_naming_box(files, box, why, capsys):
+    assert _run(files, files["hand"], files["dir"] / "bad", f"--box={box}") == 2  # "=": box may start with −
+    err = capsys.readouterr().err
+    assert err.startswith("error: --box") and why in err and "Traceback" not in err
+    with pytest.raises(ValueError, match=why):
+        check_box(parse_box(box), 128, 128)
+
+
+def test_unreadable_images_are_errors_naming_the_file(files, tmp_path, capsys):
+    missing, corrupt = tmp_path / "nope.png", tmp_path / "x.png"
+    corrupt.write_bytes(b"\x89PNG garbage, not an image" * 10)
+    for path, why in ((missing, "missing image file"), (corrupt, "unreadable image")):
+        assert _run(files, path, tmp_path / "out") == 2
+        err = capsys.readouterr().err
+        assert str(path) in err and why in err and "Traceback" not in err
+        with pytest.raises(DataError, match=why):
+            predict(None, path)
+    assert not (tmp_path / "out").exists()
+
+
+def test_checkpoint_from_the_environment_or_a_clear_error(files, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv(CHECKPOINT_ENV, raising=False)
+    args = ["predict", str(files["hand"]), "--out", str(tmp_path / "o"), "--refine-steps", "0"]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "--checkpoint" in err and CHECKPOINT_ENV in err and "python -m handlib train" in err
+    assert cli.main(args + ["--checkpoint", str(tmp_path / "missing.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "missing.pt: no such file" in err and "python -m handlib train" in err
+    not_ckpt = tmp_path / "x.pt"
+    torch.save({"hello": 1}, not_ckpt)
+    assert cli.main(args + ["--checkpoint", str(not_ckpt)]) == 2
+    assert "not a handlib DHPE checkpoint" in capsys.readouterr().err
+    monkeypatch.setenv(CHECKPOINT_ENV, str(tmp_path / "gone.pt"))
+    with pytest.raises(FileNotFoundError, match=f"\\${CHECKPOINT_ENV}="):
+        resolve_checkpoint()
+    monkeypatch.setenv(CHECKPOINT_ENV, str(files["ckpt"]))
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "default: the central square" in out and "assumed" in out and str(tmp_path / "o") in out
+    doc = json.loads((tmp_path / "o" / "joints.json").read_text())
+    assert doc["checkpoint"] == str(files["ckpt"]) and doc["refined"] is False
+    assert len(doc["assumptions"]) == 2
