@@ -213,7 +213,8 @@ def shape_laplacian_gram(hand_model: HandModel) -> torch.Tensor:
 
 def eq13_terms(model: DHPE, code: torch.Tensor, x: torch.Tensor, K: torch.Tensor, F: torch.Tensor,
                j2d_evidence: torch.Tensor, cfg: RefineConfig = RefineConfig(),
-               j2d_target: torch.Tensor | None = None, backbone: torch.nn.Module | None = None) -> Eq13Terms:
+               j2d_target: torch.Tensor | None = None, backbone: torch.nn.Module | None = None,
+               j2d_valid: torch.Tensor | None = None) -> Eq13Terms:
     """The three terms of Eq. 13 at one h (differentiable w.r.t. ``code``).
 
     Args:
@@ -224,6 +225,8 @@ def eq13_terms(model: DHPE, code: torch.Tensor, x: torch.Tensor, K: torch.Tensor
         j2d_target: optional (B, 21, 2) fixed 2D target replacing j2D_ref (e.g. ground truth).
         backbone: optional module standing in for ``model.evidence.backbone`` in (b) (``refine``
             passes a channels-last copy on the CPU); its input is made channels-last.
+        j2d_valid: optional (B, 21) bool: keypoints of ``j2d_target`` that count in term (a)
+            (crops set unlabelled keypoints to (0, 0), which must not pull the joints).
     Returns:
         :class:`Eq13Terms`.
     """
@@ -240,7 +243,7 @@ def eq13_terms(model: DHPE, code: torch.Tensor, x: torch.Tensor, K: torch.Tensor
         target = refined_target(model, code, F, mesh.joints, j2d_evidence)
     terms, sil = {}, None
     if cfg.joints:  # (a), the trainer's Eq. 6 form in (fraction of the crop)²
-        terms["joints"] = L.refiner_loss(j2d, target, None, S)
+        terms["joints"] = L.refiner_loss(j2d, target, j2d_valid if j2d_target is not None else None, S)
     if cfg.feature:  # (b): Eq. 2 with the rendered mask R(h)
         if cfg.sigma is None and cfg.cull_threshold is None:
             sil = model.renderer(mesh.verts, K)
@@ -272,7 +275,8 @@ def _weighted(terms: dict, cfg: RefineConfig, like: torch.Tensor) -> tuple[torch
 
 
 def refine(model: DHPE, x: torch.Tensor, K: torch.Tensor, out: DHPEOutput | None = None,
-           cfg: RefineConfig = RefineConfig(), j2d_target: torch.Tensor | None = None) -> RefineResult:
+           cfg: RefineConfig = RefineConfig(), j2d_target: torch.Tensor | None = None,
+           j2d_valid: torch.Tensor | None = None) -> RefineResult:
     """Eq. 13: refine the network's h by ``cfg.iterations`` gradient steps on h alone.
 
     Args:
@@ -283,6 +287,7 @@ def refine(model: DHPE, x: torch.Tensor, K: torch.Tensor, out: DHPEOutput | None
         cfg: :class:`RefineConfig`.
         j2d_target: optional (B, 21, 2) fixed target of term (a) in pixels, replacing the refiner's
             j2D_ref (an oracle ablation with ground-truth 2D, or a test with a known optimum).
+        j2d_valid: optional (B, 21) bool, which keypoints of ``j2d_target`` count.
     Returns:
         :class:`RefineResult`.
     """
@@ -293,6 +298,8 @@ def refine(model: DHPE, x: torch.Tensor, K: torch.Tensor, out: DHPEOutput | None
     if j2d_target is not None:
         check_shape(j2d_target, "j2d_target", (B, 21, 2), floating=True)
         j2d_target = j2d_target.detach()
+    if j2d_valid is not None:
+        check_shape(j2d_valid, "j2d_valid", (B, 21))
     if out is not None and (out.h is None or out.evidence is None):
         raise ValueError("out: expected a full DHPEOutput with h (not evidence_only)")
     was_training = model.training
@@ -302,14 +309,14 @@ def refine(model: DHPE, x: torch.Tensor, K: torch.Tensor, out: DHPEOutput | None
         p.requires_grad_(False)
     try:
         with torch.enable_grad():  # refine() may be called under no_grad (evaluation loops)
-            return _refine(model, x, K, out, cfg, j2d_target)
+            return _refine(model, x, K, out, cfg, j2d_target, j2d_valid)
     finally:
         for p, f in zip(model.parameters(), flags):
             p.requires_grad_(f)
         model.train(was_training)
 
 
-def _refine(model, x, K, out, cfg, j2d_target) -> RefineResult:
+def _refine(model, x, K, out, cfg, j2d_target, j2d_valid=None) -> RefineResult:
     S, B = model.cfg.image_size, x.shape[0]
     if out is None:
         with torch.no_grad():
@@ -328,7 +335,7 @@ def _refine(model, x, K, out, cfg, j2d_target) -> RefineResult:
     if cfg.feature and cfg.channels_last and x.device.type == "cpu":
         # parameters are frozen already, so the copy's are too; model.evidence is left untouched
         backbone = copy.deepcopy(model.evidence.backbone).to(memory_format=torch.channels_last)
-    args = (x, K, F, j2d_ev, cfg, j2d_target, backbone)
+    args = (x, K, F, j2d_ev, cfg, j2d_target, backbone, j2d_valid)
     losses, trajectory, steps = [], [], []
     for step in range(cfg.iterations):
         ev = eq13_terms(model, code, *args)

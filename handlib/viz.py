@@ -1,7 +1,8 @@
 """Figures and widgets. Every function returns a figure or widget and never calls ``show()``.
 
 * plotly for interactive 3D (``mesh_figure``), matplotlib for static pictures (``overlay_2d``,
-  ``mesh_views``), ipywidgets for explorers (``pose_explorer``).
+  ``mesh_views``, ``image_row``, ``curve``, ``loss_curves``, ``refinement_strip``), ipywidgets for
+  explorers (``pose_explorer``, ``refinement_stepper``).
 """
 from __future__ import annotations
 
@@ -279,4 +280,193 @@ def pose_explorer(model, pose_library: dict | None = None):
         children.insert(0, dd)
     box = W.VBox([W.HBox([W.VBox(children), fig])])
     return box, {"pose_sliders": pose_sliders, "shape_sliders": shape_sliders, "figure": fig,
+                 "update": update}
+
+
+# ------------------------------------------------------------------ Eq. 13 refinement --------
+def loss_curves(logs, keys=None, xlabel: str = "step", ylabel: str = "", title: str | None = None,
+                logy: bool = False):
+    """One line per logged quantity, with a legend (e.g. ``RefineResult.losses``).
+
+    Args:
+        logs: sequence of dicts {name: float}, one per step.
+        keys: names to draw (default: every key of the first dict, in order).
+    Returns:
+        matplotlib Figure.
+    """
+    import matplotlib.pyplot as plt
+
+    logs = list(logs)
+    if not logs:
+        raise ValueError("logs: expected at least one dict of values")
+    keys = list(logs[0]) if keys is None else list(keys)
+    fig, ax = plt.subplots(figsize=(5, 3))
+    plt.close(fig)
+    for k in keys:
+        ax.plot([d[k] for d in logs], label=k, lw=2.5 if k == "total" else 1.5)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title, yscale="log" if logy else "linear")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _row(x, name: str, shape: tuple, index: int):
+    """``x[index]`` of a batched (B, *shape) array or tensor, with a loud shape error."""
+    if tuple(x.shape[1:]) != tuple(shape):
+        raise ValueError(f"{name}: expected shape (B, {', '.join(map(str, shape))}), got {tuple(x.shape)}")
+    return x[index]
+
+
+class _RefineFrames:
+    """The geometry of one sample of a :class:`~handlib.refine.RefineResult` at its recorded steps:
+    projected joints (21, 2) and the model renderer's soft silhouette R(h) (S, S), cached per step."""
+
+    def __init__(self, model, result, image, K, index: int, target, valid):
+        from .refine import RefineResult
+
+        if not isinstance(result, RefineResult):
+            raise TypeError(f"result: expected a RefineResult, got {type(result).__name__}")
+        B = result.h.shape[0]
+        if not 0 <= index < B:
+            raise ValueError(f"index: expected a sample in [0, {B}), got {index}")
+        self.model, self.result, self.index = model, result, index
+        h, S = result.h, model.cfg.image_size
+        if len(image) != B or len(K) != B:
+            raise ValueError(f"image, K: expected the batch of the result (B = {B}), "
+                             f"got {len(image)} and {len(K)}")
+        self.image = _np(_row(image, "image", (S, S, 3), index))
+        if self.image.dtype != np.uint8:
+            self.image = np.clip(self.image, 0.0, 1.0)
+        self.K = _row(torch.as_tensor(K), "K", (3, 3), index).to(h.device, h.dtype)
+        self.has_target = target is not None
+        ref = result.target if target is None else torch.as_tensor(target)
+        self.target = _row(ref, "target", (21, 2), index).to(h.device, h.dtype)
+        self.valid = (None if valid is None
+                      else _row(torch.as_tensor(valid), "valid", (21,), index).bool().to(h.device))
+        self._cache: dict = {}
+
+    def __call__(self, step: int):
+        if step not in self._cache:
+            from .camera import project
+
+            if step not in self.result.steps:
+                raise ValueError(f"step {step} was not recorded; recorded steps: {self.result.steps}")
+            h = self.result.trajectory[self.result.steps.index(step)][self.index]  # (63,)
+            with torch.no_grad():
+                mesh = self.model.hand_model.from_h(h[None])
+                j2d = project(mesh.joints, self.K[None])[0]  # (21, 2)
+                sil = self.model.renderer(mesh.verts, self.K[None])[0]  # (S, S) R(h)
+            d = (j2d - self.target).norm(dim=-1)  # (21,) px
+            err = float(d[self.valid].mean() if self.valid is not None else d.mean())
+            self._cache[step] = (j2d, sil, err)
+        return self._cache[step]
+
+    def draw(self, ax, step: int, title: str | None = None):
+        j2d, sil, err = self(step)
+        overlay_2d(self.image, j2d, ax=ax, valid=self.valid,
+                   title=title if title is not None else f"step {step}: {err:.1f} px")
+        s = _np(sil)
+        if s.min() < 0.5 < s.max():  # outline of R(h) at its half level
+            ax.contour(s, levels=[0.5], colors="cyan", linewidths=1.2)
+        t = _np(self.target)
+        ax.scatter(t[:, 0], t[:, 1], marker="x", c="red", s=16, linewidths=1.0, zorder=4)
+        return err
+
+    def readout(self, step: int) -> str:
+        _, _, err = self(step)
+        log = self.result.losses[step]
+        ref = "the given target" if self.has_target else "result.target, the last step's target"
+        terms = "\n".join(f"  {k:9s} {log[k]:.4g}" for k in ("joints", "feature", "laplacian", "total"))
+        return (f"step {step} of {self.result.steps[-1]}\n"
+                f"Eq. 13, λ·L (batch mean):\n{terms}\n"
+                f"sample {self.index}: 2D error {err:.2f} px\n  (projected joints vs {ref})")
+
+
+def refinement_strip(model, result, image, K, index: int = 0, steps=None, n: int = 4, target=None,
+                     valid=None, size: float = 2.6):
+    """Chosen steps of an Eq. 13 refinement side by side, for one sample of the batch.
+
+    Each panel: the crop, the projected skeleton π(j3D(h)), the outline (0.5 level) of the soft
+    silhouette R(h) (cyan), the 2D target (red crosses) and the mean 2D error in the title.
+
+    Args:
+        model: the :class:`~handlib.model.DHPE` that was refined (its hand model and renderer).
+        result: :class:`~handlib.refine.RefineResult` of a batch.
+        image: (B, S, S, 3) the refined batch's crops in [0, 1] or uint8
+            (``data.batch.denormalize_image(x)``). K: (B, 3, 3) their crop intrinsics.
+        index: the sample of the batch to draw (the whole batch is passed, so that the crop, K and
+            the trajectory cannot come from different samples).
+        steps: recorded steps to draw (in ``result.steps``); default ``n`` evenly spaced ones,
+            the first and the last included.
+        target: optional (B, 21, 2) pixels to measure the error against and to mark (e.g. the
+            ground truth); default the refined target ``result.target``.
+        valid: optional (B, 21) keypoints that count. size: panel side, inches.
+    Returns:
+        matplotlib Figure with one axes per step.
+    """
+    import matplotlib.pyplot as plt
+
+    frames = _RefineFrames(model, result, image, K, index, target, valid)
+    if steps is None:
+        rec = result.steps
+        steps = sorted({rec[int(round(i))] for i in np.linspace(0, len(rec) - 1, min(n, len(rec)))})
+    steps = list(steps)
+    if not steps:
+        raise ValueError("steps: expected at least one step")
+    fig, axes = plt.subplots(1, len(steps), figsize=(size * len(steps), size + 0.3), squeeze=False)
+    plt.close(fig)  # returned, not auto-shown
+    for ax, step in zip(axes[0], steps):
+        frames.draw(ax, step, title=f"step {step}: {frames(step)[2]:.1f} px\n"
+                                    f"E = {result.losses[step]['total']:.3g}")
+    fig.tight_layout()
+    return fig
+
+
+def refinement_stepper(model, result, image, K, index: int = 0, target=None, valid=None,
+                       size: float = 3.5):
+    """An ipywidgets stepper through the recorded steps of an Eq. 13 refinement (one sample).
+
+    A slider picks a recorded step; the picture (a PNG re-drawn with matplotlib) shows the crop with
+    the projected skeleton, the outline of the rendered silhouette R(h) and the 2D target, and a
+    readout lists the weighted Eq. 13 terms at that step (batch means, ``result.losses``) and the
+    sample's mean 2D error. Frames are computed when first shown and cached.
+
+    Args:
+        model, result, image, K, index, target, valid: as :func:`refinement_strip`.
+        size: picture side, inches.
+    Returns:
+        (widget, state): the ipywidgets VBox to display, and a dict with ``slider`` (its value is a
+        step number), ``picture`` (``ipywidgets.Image``), ``readout`` (``ipywidgets.HTML``),
+        ``errors()`` (step → 2D error, px, for every recorded step) and ``update()``.
+    """
+    import html
+    import io
+
+    import ipywidgets as W
+    import matplotlib.pyplot as plt
+
+    frames = _RefineFrames(model, result, image, K, index, target, valid)
+    slider = W.SelectionSlider(options=list(result.steps), value=result.steps[0], description="step",
+                               continuous_update=False, layout=W.Layout(width="420px"))
+    picture = W.Image(format="png", width=int(72 * size))
+    readout = W.HTML()
+
+    def update(*_):
+        step = slider.value
+        fig, ax = plt.subplots(figsize=(size, size))
+        plt.close(fig)
+        frames.draw(ax, step)
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=72)
+        picture.value = buf.getvalue()
+        readout.value = f"<pre>{html.escape(frames.readout(step))}</pre>"
+
+    def errors() -> dict:
+        return {s: frames(s)[2] for s in result.steps}
+
+    slider.observe(update, names="value")
+    update()
+    box = W.VBox([slider, W.HBox([picture, readout])])
+    return box, {"slider": slider, "picture": picture, "readout": readout, "errors": errors,
                  "update": update}

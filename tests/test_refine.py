@@ -205,3 +205,29 @@ def test_eq13_terms_gradient_reaches_code_only(model, batch, out):
     assert set(ev.terms) == {"joints", "feature", "laplacian"}
     assert code.grad is not None and torch.isfinite(code.grad).all() and code.grad.abs().sum() > 0
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_invalid_keypoints_of_a_fixed_target_do_not_pull():
+    import dataclasses as dc
+
+    from handlib.config import profile
+    from handlib.model import DHPE, ModelConfig
+    from handlib.refine import RefineConfig, refine
+
+    torch.manual_seed(0)
+    m = DHPE(ModelConfig.from_profile(profile("ci"))).eval()
+    x = torch.randn(1, 3, 64, 64)
+    K = torch.tensor([[[80.0, 0, 31.5], [0, 80.0, 31.5], [0, 0, 1]]])
+    cfg = dc.replace(RefineConfig(iterations=5), feature=0.0, laplacian=0.0)
+    with torch.no_grad():
+        out = m(x, K, render=False)
+    target = out.j2d.clone()
+    valid = torch.ones(1, 21, dtype=torch.bool)
+    valid[0, 5:] = False
+    moved = target.clone()
+    moved[0, 5:] = 0.0  # unlabelled keypoints, as crops store them
+    a = refine(m, x, K, out=out, cfg=cfg, j2d_target=moved, j2d_valid=valid)
+    b = refine(m, x, K, out=out, cfg=cfg, j2d_target=target, j2d_valid=valid)
+    assert torch.allclose(a.h, b.h)  # what the invalid keypoints hold does not matter
+    c = refine(m, x, K, out=out, cfg=cfg, j2d_target=moved)
+    assert not torch.allclose(a.h, c.h)

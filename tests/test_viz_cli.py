@@ -54,3 +54,53 @@ def test_demo_writes_picture_meshes_and_summary(tmp_path):
 
     mesh = trimesh.load(tmp_path / "hand_fist.obj", process=False)
     assert len(mesh.vertices) == summary["vertices"] and len(mesh.faces) == summary["faces"]
+
+
+def test_refinement_stepper_strip_and_loss_curves():
+    import pytest
+    from matplotlib.contour import ContourSet
+
+    from handlib.config import profile
+    from handlib.data import CropConfig, SyntheticHands, crop_to_hand
+    from handlib.data.batch import collate, denormalize_image
+    from handlib.model import DHPE, ModelConfig
+    from handlib.refine import RefineConfig, refine
+
+    torch.manual_seed(0)
+    model = DHPE(ModelConfig.from_profile(profile("ci"))).eval()
+    S = model.cfg.image_size
+    ds = SyntheticHands(seed=0, num=2, image_size=2 * S, split="val")
+    batch = collate([crop_to_hand(s, CropConfig(size=S)) for s in ds.__getitems__([0, 1])])
+    x, K, kp2d = batch["image"], batch["K"], batch["kp2d"]
+    res = refine(model, x, K, cfg=RefineConfig(iterations=4, lr=0.05, record_every=2), j2d_target=kp2d)
+    crops = denormalize_image(x)  # (2, S, S, 3)
+
+    box, state = viz.refinement_stepper(model, res, crops, K, index=1, target=kp2d)
+    assert list(state["slider"].options) == [0, 2, 4] and state["slider"].value == 0
+    text0, png0 = state["readout"].value, state["picture"].value
+    assert "step 0 of 4" in text0 and " px" in text0 and png0[:4] == b"\x89PNG"
+    state["slider"].value = 4  # moving the slider redraws the picture and the readout
+    text4 = state["readout"].value
+    assert text4 != text0 and "step 4 of 4" in text4 and state["picture"].value != png0
+    assert f"{res.losses[4]['total']:.4g}" in text4 and f"{res.losses[0]['total']:.4g}" in text0
+    errors = state["errors"]()  # sample 1's mean 2D error vs the target at each recorded step
+    assert list(errors) == [0, 2, 4]
+    assert errors[4] == pytest.approx(float((res.j2d[1] - kp2d[1]).norm(dim=-1).mean()), rel=1e-4)
+    assert errors[4] < errors[0]  # a fixed 2D target: the steps pull the projection onto it
+
+    fig = viz.refinement_strip(model, res, crops, K, index=1, steps=[0, 4], target=kp2d)
+    assert len(fig.axes) == 2
+    assert [ax.get_title().split(":")[0] for ax in fig.axes] == ["step 0", "step 4"]
+    assert len(fig.axes[1].lines) == 20  # the skeleton's bones
+    assert any(isinstance(c, ContourSet) for c in fig.axes[1].collections)  # R(h)'s outline
+    assert len(viz.refinement_strip(model, res, crops, K, n=3).axes) == 3  # steps 0, 2, 4
+    with pytest.raises(ValueError, match="not recorded"):
+        viz.refinement_strip(model, res, crops, K, steps=[1])
+    with pytest.raises(ValueError, match="index"):
+        viz.refinement_stepper(model, res, crops, K, index=2)
+    with pytest.raises(ValueError, match="batch of the result"):  # one crop of the batch: ambiguous
+        viz.refinement_strip(model, res, crops[1], K[1], index=1)
+
+    lc = viz.loss_curves(res.losses, logy=True)
+    legend = [t.get_text() for t in lc.axes[0].get_legend().get_texts()]
+    assert legend == ["joints", "feature", "laplacian", "total"] and len(lc.axes[0].lines) == 4
