@@ -47,7 +47,7 @@ PROFILES = {
                   heatmap_channels=32, heatmap_stages=2, train_steps=20,
                   batch_size=8, num_samples=64, refine_steps=10, device="cpu", num_threads=1),
     "cpu": Profile("cpu", image_size=128, heatmap_size=32, backbone="resnet18_half",
-                   heatmap_channels=64, heatmap_stages=2, train_steps=800,
+                   heatmap_channels=64, heatmap_stages=2, train_steps=2000,
                    batch_size=32, num_samples=20000, refine_steps=50, device="cpu"),
     "gpu": Profile("gpu", image_size=224, heatmap_size=32, backbone="resnet50",
                    heatmap_channels=128, heatmap_stages=3, train_steps=100000,

@@ -13,6 +13,7 @@ Term names used by :func:`total_loss` (and by the trainer's logs)::
     articulation  Eq. 8   squared error of normalised 2.5D skeletons
     silhouette    Eq. 9   rendered soft mask vs. ground-truth mask (× Eq. 12's per-sample weight)
     laplacian     Kanazawa et al. 2018, uniform-Laplacian smoothness w.r.t. a reference mesh
+    shape_prior   (ours)  mean β²: the shape space is in units of σ, so this is a Gaussian prior
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from .skeleton import NUM_KEYPOINTS, normalize_skeleton
 
 __all__ = ["LossWeights", "TERMS", "feature_consistency_loss", "heatmap_loss", "refiner_loss",
            "articulation_loss", "silhouette_loss", "laplacian_matrix", "laplacian_loss",
-           "shape_loss_weight", "total_loss", "nonfinite_terms"]
+           "shape_loss_weight", "shape_prior_loss", "total_loss", "nonfinite_terms"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +55,11 @@ class LossWeights:
     # Laplacian: a regulariser, not a data term; 0.1 (ours) keeps it from flattening the fingers
     # while the shape is still being fitted. Paper silent.
     laplacian: float = 0.1
+    # The paper lists no prior on β, and neither Eq. 8 (scale-free) nor the Laplacian (OpenHand's
+    # shape directions are smooth, so L·ΔM is tiny) holds it: in an 800-step cpu run β drifted to
+    # 9–12σ and bones shrank 40 %. 0.01 (ours) makes 10σ cost ~1, the size of the data terms,
+    # while leaving the ±3σ range of real hands nearly free.
+    shape_prior: float = 0.01
     # Eq. 3: CPM's intermediate supervision; the paper does not say how stages combine. "sum" as in
     # Wei et al. 2016 (every stage receives the full gradient); "mean" keeps the scale stage-independent.
     heatmap_stages: str = "sum"
@@ -88,7 +94,8 @@ class LossWeights:
         return self.shape_threshold * float(image_size)
 
 
-TERMS = ("feature", "heatmap", "refiner", "projection", "articulation", "silhouette", "laplacian")
+TERMS = ("feature", "heatmap", "refiner", "projection", "articulation", "silhouette", "laplacian",
+         "shape_prior")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -323,6 +330,18 @@ def laplacian_loss(verts: torch.Tensor, faces: torch.Tensor, ref_verts: torch.Te
     flat = d.permute(1, 0, 2).reshape(V, B * 3)  # (V, B·3)
     Ld = torch.sparse.mm(L, flat).reshape(V, B, 3)
     return Ld.pow(2).sum(dim=-1).mean()
+
+
+def shape_prior_loss(betas: torch.Tensor) -> torch.Tensor:
+    """Gaussian prior on the shape: mean β² (β is in units of the shape space's σ).
+
+    Args:
+        betas: (B, L) shape coefficients.
+    Returns:
+        () scalar, 1 on average for shapes drawn from the prior N(0, I).
+    """
+    check_shape(betas, "betas", (None, None))
+    return betas.pow(2).mean()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -214,6 +214,7 @@ def compute_terms(model: DHPE, out: DHPEOutput, batch: dict, weights: L.LossWeig
     hmodel = model.hand_model
     shaped = hmodel.v_template + blend_shapes(out.h[:, 49:59], hmodel.shapedirs)  # (B, V, 3) rest pose
     terms["laplacian"] = L.laplacian_loss(shaped, hmodel.faces, hmodel.v_template, lap)
+    terms["shape_prior"] = L.shape_prior_loss(out.h[:, 49:59])
     return terms, extra
 
 

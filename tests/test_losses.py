@@ -415,3 +415,13 @@ def test_feature_loss_reductions():
         feature_consistency_loss(a, b, "max")
     with pytest.raises(ValueError, match="feature_reduction"):
         LossWeights(feature_reduction="max")
+
+
+def test_shape_prior_is_mean_beta_squared():
+    from handlib.losses import shape_prior_loss
+
+    b = torch.randn(4, 10, dtype=torch.float64, requires_grad=True)
+    assert shape_prior_loss(b).item() == pytest.approx((b.detach() ** 2).mean().item())
+    assert torch.autograd.gradcheck(shape_prior_loss, (b,))
+    with pytest.raises(ValueError, match="betas"):
+        shape_prior_loss(torch.zeros(3))
