@@ -68,6 +68,7 @@ class TrainConfig:
     crop_jitter: tuple = (0.1, 0.05, 30.0)  # scale, shift (× side), rotation (deg) augmentation (ours)
     workers: int = 1  # DataLoader worker processes
     log_every: int = 10
+    progress: bool = True  # tqdm progress bar (False in notebooks and tests)
     ckpt_every: int = 250
     stop_after: int | None = None  # stop (and checkpoint) after this many steps of *this* run
     eval_samples: int = 500  # held-out "val" split scored at the end (0: skip)
@@ -335,10 +336,13 @@ def train(cfg: TrainConfig | None = None, mcfg: ModelConfig | None = None, resum
     try:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=stop - start, initial=0, desc="train", disable=rank != 0, mininterval=2.0)
+        bar = tqdm(total=stop - start, initial=0, desc="train", disable=rank != 0 or not cfg.progress,
+                   mininterval=2.0)
     except ImportError:  # pragma: no cover
         bar = None
     t0, t_log, n_img = time.perf_counter(), time.perf_counter(), 0
+    bn_stats = [b for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                for b in (m.running_mean, m.running_var) if b is not None]
     net.train()
     step = start
     for batch in loader:
@@ -349,6 +353,9 @@ def train(cfg: TrainConfig | None = None, mcfg: ModelConfig | None = None, resum
         # head's input, and F collapses to the constant that satisfies Eq. 2 trivially
         nf = int(math.ceil(cfg.feature_fraction * len(x))) if cfg.weights.feature and stage == "joint" else 0
         xm = mask_image(x[:nf], batch["mask"][:nf]) if nf else None
+        # BatchNorm's running statistics change in the forward pass: keep a copy so that a skipped
+        # step leaves no trace (a NaN batch would otherwise poison them)
+        stats = [b.detach().clone() for b in bn_stats]
         o = net(x, batch["K"], render=False, masked=xm, evidence_only=stage == "evidence")
         terms, extra = compute_terms(model, o, batch, cfg.weights, stage, o.masked_features, lap)
         total, logs = L.total_loss(terms, cfg.weights)
@@ -362,6 +369,9 @@ def train(cfg: TrainConfig | None = None, mcfg: ModelConfig | None = None, resum
         if bad:  # never train on a non-finite loss or gradient
             skipped += 1
             optimizer.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                for b, saved in zip(bn_stats, stats):
+                    b.copy_(saved)
             log(f"step {step + 1}: non-finite {', '.join(bad)}; skipped ({skipped} so far)")
         else:
             optimizer.step()
