@@ -55,7 +55,7 @@ from .camera import project
 from .checks import check_shape
 from .hand_model import H_DIM, HandModel
 from .model import DHPE, DHPEOutput, mask_image
-from .regressor import BETA, code_to_h, h_to_code, normalize_uv
+from .regressor import BETA, code_to_h, h_to_code
 from .render import soft_silhouette
 
 __all__ = ["RefineConfig", "RefineResult", "Eq13Terms", "refined_target", "shape_laplacian_gram",
@@ -171,14 +171,7 @@ def refined_target(model: DHPE, code: torch.Tensor, F: torch.Tensor, joints: tor
     Returns:
         (B, 21, 2) j2D_ref in crop pixels (the evidence itself when the model has no refiner).
     """
-    reg, S = model.regressor, model.cfg.image_size
-    if not reg.cfg.use_refiner:
-        return j2d_evidence
-    B = code.shape[0]
-    x2d = normalize_uv(j2d_evidence, S).flatten(1)  # (B, 42)
-    j3d = ((joints - joints[:, :1]) / reg.cfg.j3d_unit).flatten(1)  # (B, 63)
-    delta = reg.ref(torch.cat([code, F, j3d, x2d], dim=-1)).view(B, 21, 2)
-    return j2d_evidence + delta * (S / 2.0)
+    return model.regressor.refine_2d(code, F, joints, j2d_evidence, model.cfg.image_size)
 
 
 _GRAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -201,10 +201,23 @@ class IterativeRegressor(nn.Module):
             out.verts.append(mesh.verts)
             out.joints.append(mesh.joints)
             out.j2d_proj.append(project(mesh.joints, K))
-            if cfg.use_refiner:  # Eq. 6
-                j3d = ((mesh.joints - mesh.joints[:, :1]) / cfg.j3d_unit).flatten(1)  # (B, 63)
-                delta = self.ref(torch.cat([code, F, j3d, x2d], dim=-1)).view(B, 21, 2)
-                out.j2d.append(out.j2d[-1] + delta * (image_size / 2.0))
-            else:
-                out.j2d.append(out.j2d[-1])
+            out.j2d.append(self.refine_2d(code, F, mesh.joints, out.j2d[-1], image_size))  # Eq. 6
         return out
+
+    def refine_2d(self, code: torch.Tensor, F: torch.Tensor, joints: torch.Tensor, j2d: torch.Tensor,
+                  image_size: int) -> torch.Tensor:
+        """Eq. 6: j2D + f_ref([code, F, j3D, j2D]) (j2D itself when ``use_refiner`` is off).
+
+        Args:
+            code: (B, 63) code of h_t. F: (B, C). joints: (B, 21, 3) j3D_t, camera space.
+            j2d: (B, 21, 2) the 2D pose to refine, crop pixels. image_size: crop side S.
+        Returns:
+            (B, 21, 2) refined 2D pose, crop pixels.
+        """
+        if not self.cfg.use_refiner:
+            return j2d
+        B = code.shape[0]
+        x2d = normalize_uv(j2d, image_size).flatten(1)  # (B, 42)
+        j3d = ((joints - joints[:, :1]) / self.cfg.j3d_unit).flatten(1)  # (B, 63), root-relative
+        delta = self.ref(torch.cat([code, F, j3d, x2d], dim=-1)).view(B, 21, 2)
+        return j2d + delta * (image_size / 2.0)
