@@ -75,11 +75,12 @@ def mask_image(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     Returns:
         (B, 3, S, S): image where m = 1, the normalised value of black elsewhere.
     """
-    from .data.batch import IMAGE_MEAN, IMAGE_STD
+    from .data.batch import image_stats
 
-    black = (-torch.tensor(IMAGE_MEAN, device=image.device) / torch.tensor(IMAGE_STD, device=image.device))
+    mean, std = image_stats(image.device)
+    black = (-mean / std).to(image.dtype)  # (1, 3, 1, 1) the normalised value of 0
     m = mask.to(image.dtype)[:, None]
-    return image * m + black.view(1, 3, 1, 1).to(image.dtype) * (1 - m)
+    return image * m + black * (1 - m)
 
 
 @dataclasses.dataclass

@@ -77,20 +77,25 @@ def to_right_hand(sample: dict) -> dict:
     return out
 
 
+def image_stats(device=None, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1, 3, 1, 1) mean and std of :data:`IMAGE_MEAN` / :data:`IMAGE_STD`, for broadcasting."""
+    mean = torch.tensor(IMAGE_MEAN, device=device, dtype=dtype).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGE_STD, device=device, dtype=dtype).view(1, 3, 1, 1)
+    return mean, std
+
+
 def normalize_image(image: torch.Tensor) -> torch.Tensor:
     """(B, S, S, 3) uint8 → (B, 3, S, S) float32, ``(x/255 − mean)/std`` (ImageNet statistics)."""
     if image.dim() != 4 or image.shape[-1] != 3:
         raise ValueError(f"image: expected shape (B, H, W, 3) uint8, got {tuple(image.shape)}")
     x = image.permute(0, 3, 1, 2).float() / 255.0
-    mean = torch.tensor(IMAGE_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGE_STD, device=x.device).view(1, 3, 1, 1)
+    mean, std = image_stats(x.device)
     return (x - mean) / std
 
 
 def denormalize_image(x: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`normalize_image`: (B, 3, S, S) → (B, S, S, 3) float in [0, 1] for plotting."""
-    mean = torch.tensor(IMAGE_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGE_STD, device=x.device).view(1, 3, 1, 1)
+    mean, std = image_stats(x.device)
     return (x * std + mean).clamp(0, 1).permute(0, 2, 3, 1)
 
 
