@@ -2,13 +2,15 @@
 
 Commands grow with the project; today:
 
-* ``demo``: build OpenHand from code, check it against the shipped asset, pose it, and write a
-  picture, meshes and an interactive page under ``--out`` (default ``runs/demo``).
+* ``demo``: the whole pipeline (``handlib.demo``): OpenHand rebuilt and posed, a small synthetic
+  test set, a network (found or briefly trained), scores with and without Eq. 13, and
+  ``--out``/report.html (default ``runs/demo``); ``--hand-only`` stops after the hand model.
 * ``train``: train DHPE (``handlib.train``) with the budget of ``$HANDLIB_PROFILE``; writes
   ``--out``/checkpoint.pt, metrics.csv, tb/ (TensorBoard) and eval.json. Under
   ``torchrun --nproc_per_node N -m handlib train ...`` it trains with DDP.
 * ``eval``: score a checkpoint on held-out synthetic data or a real dataset (``handlib.evaluate``),
   with and without Eq. 13's test-time refinement; ``--json`` writes the scores.
+* ``ablate``: train and score the ablation variants of Fig. 5 (``handlib.ablate``).
 * ``predict``: one image → mesh.obj/.ply, joints.json, overlay.png under ``--out``
   (``handlib.predict``).
 """
@@ -16,71 +18,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
-import json
 import sys
-import tempfile
-import time
 from pathlib import Path
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def demo(out: Path, build: bool = True, pose_names=("flat", "relaxed", "fist", "point", "tip_pinch")) -> dict:
-    """The hand-model demo. Returns a summary dict (also written to ``out/summary.json``)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import numpy as np
-    import torch
-    import trimesh
-
-    from . import open_hand, viz
-    from .hand_model import HandModel
-
-    out.mkdir(parents=True, exist_ok=True)
-    summary: dict = {"asset": str(open_hand.ASSET_PATH), "asset_sha256": _sha256(open_hand.ASSET_PATH)}
-    if build:
-        t0 = time.perf_counter()
-        with tempfile.TemporaryDirectory() as tmp:
-            rebuilt = Path(tmp) / "open_hand.npz"
-            open_hand.save_asset(open_hand.build_open_hand(), rebuilt)
-            summary["rebuild_seconds"] = round(time.perf_counter() - t0, 2)
-            summary["rebuild_identical"] = _sha256(rebuilt) == summary["asset_sha256"]
-        print(f"built OpenHand in {summary['rebuild_seconds']} s; identical to the shipped asset: "
-              f"{summary['rebuild_identical']}")
-    arrays = open_hand.load_asset()
-    names = json.loads(str(arrays["meta"])).get("pose_names", [])
-    model = HandModel()
-    summary.update(vertices=model.num_verts, faces=int(model.faces.shape[0]))
-    poses = {"mean": torch.zeros(45)}
-    for name in pose_names:
-        if name in names:  # library poses are absolute; the model adds hands_mean, so subtract it
-            poses[name] = torch.as_tensor(arrays["pose_library"][names.index(name)]) - model.hands_mean
-    with torch.no_grad():
-        outs = {k: model(pose=p[None].float()) for k, p in poses.items()}
-    rest = outs["mean"]
-    with torch.no_grad():
-        flat = HandModel(flat_hand_mean=True)().joints[0]  # zero pose = the flat template
-    summary["hand_length_m"] = round(float((flat[12] - flat[0]).norm()), 4)  # wrist → middle tip
-    for name, o in outs.items():
-        fig = viz.mesh_views(o.verts[0], model.faces, o.joints[0], title=f"OpenHand — {name}")
-        fig.savefig(out / f"hand_{name}.png", dpi=110)
-        mesh = trimesh.Trimesh(o.verts[0].numpy(), model.faces.numpy(), process=False)
-        mesh.export(out / f"hand_{name}.obj")
-        mesh.export(out / f"hand_{name}.ply")
-    viz.mesh_figure(rest.verts[0], model.faces, rest.joints[0], title="OpenHand (mean pose)") \
-        .write_html(out / "hand.html", include_plotlyjs=True)
-    np.savetxt(out / "joints_mean_pose.txt", rest.joints[0].numpy(), fmt="%.6f",
-               header="21 keypoints, handlib order, metres, model frame")
-    summary["files"] = sorted(p.name for p in out.iterdir())
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"hand: {summary['vertices']} vertices, {summary['faces']} faces, "
-          f"wrist→middle tip {summary['hand_length_m'] * 100:.1f} cm")
-    print(f"wrote {len(summary['files'])} files to {out}/ (hand_*.png, hand_*.obj/.ply, hand.html)")
-    return summary
 
 
 def _eval(args) -> int:
@@ -109,6 +48,24 @@ def _eval(args) -> int:
     if args.json:
         write_report(res, args.json)
         print(f"wrote {args.json}")
+    return 0
+
+
+def _ablate(args) -> int:
+    from .ablate import VARIANTS, AblationConfig, ablation_table, run_ablations
+    from .config import profile
+
+    variants = tuple(VARIANTS) if args.variants is None else \
+        tuple(v.strip() for v in args.variants.split(","))
+    try:
+        cfg = AblationConfig(variants=variants, steps=args.steps, num_samples=args.num_samples,
+                             eval_num=args.num, refine_steps=args.refine_steps, seed=args.seed)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"profile {profile().name}: {len(variants)} variants → {args.out}")
+    result = run_ablations(args.out, cfg)
+    print(ablation_table(result))
     return 0
 
 
@@ -163,9 +120,15 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m handlib", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="build and pose OpenHand; write pictures and meshes")
+    p = sub.add_parser("demo", help="the whole pipeline → runs/demo/report.html (hand model, data, network, "
+                                    "scores, refinement, ablations)")
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
     p.add_argument("--no-build", action="store_true", help="skip rebuilding the asset from code")
+    p.add_argument("--hand-only", action="store_true", help="only the hand model (pictures and meshes)")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="network to use (default: $HANDLIB_CHECKPOINT, runs/cpu/checkpoint.pt, "
+                        "else a brief run)")
+    p.add_argument("--ablation", type=Path, default=None, help="an ablation.json to include in the report")
     t = sub.add_parser("train", help="train DHPE (sizes from $HANDLIB_PROFILE)")
     t.add_argument("--out", type=Path, default=Path("runs/train"))
     t.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
@@ -202,13 +165,40 @@ def main(argv=None) -> int:
                    help="Eq. 13 refinement steps (default: the profile's refine_steps; 0: off)")
     q.add_argument("--out", type=Path, default=Path("runs/predict"),
                    help="folder for mesh.obj, mesh.ply, joints.json, overlay.png (default: runs/predict)")
+    a = sub.add_parser("ablate", help="train and score the ablation variants (Fig. 5 d–e); "
+                                      "writes a table and plot")
+    a.add_argument("--out", type=Path, default=Path("runs/ablate"))
+    a.add_argument("--variants", default=None, help="comma-separated subset (default: all)")
+    a.add_argument("--steps", type=int, default=None,
+                   help="training steps per variant (default: the profile's)")
+    a.add_argument("--num-samples", type=int, default=None, help="synthetic training samples per variant")
+    a.add_argument("--num", type=int, default=100, help="held-out test crops scored per variant")
+    a.add_argument("--refine-steps", type=int, default=None,
+                   help="Eq. 13 iterations at test time (default: the profile's refine_steps)")
+    a.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.command == "ablate":
+        return _ablate(args)
     if args.command == "eval":
         return _eval(args)
     if args.command == "predict":
         return _predict(args)
     if args.command == "demo":
-        demo(args.out, build=not args.no_build)
+        from .demo import DemoConfig, hand_model_demo, run_demo
+
+        if args.hand_only:
+            hand_model_demo(args.out, build=not args.no_build)
+            return 0
+        from .config import profile
+
+        cfg = DemoConfig.from_profile(profile().name, build=not args.no_build,
+                                      checkpoint=None if args.checkpoint is None else str(args.checkpoint),
+                                      ablation=None if args.ablation is None else str(args.ablation))
+        try:
+            run_demo(args.out, cfg)
+        except FileNotFoundError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     elif args.command == "train":
         from .config import profile
         from .train import TrainConfig, train

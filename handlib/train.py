@@ -34,6 +34,7 @@ import torch.distributed as dist
 from torch import nn
 
 from . import losses as L
+from .augment import AugmentBuffer, AugmentConfig, augment_seeds, mix_into
 from .config import Profile, profile, seed_everything
 from .data import CropConfig, SyntheticFolder, SyntheticHands, crop_to_hand
 from .data.batch import collate
@@ -73,6 +74,7 @@ class TrainConfig:
     stop_after: int | None = None  # stop (and checkpoint) after this many steps of *this* run
     eval_samples: int = 500  # held-out "val" split scored at the end (0: skip)
     weights: L.LossWeights = L.LossWeights()
+    augment: AugmentConfig = AugmentConfig()  # Sec. 3.5 (enabled=False: the ablation without it)
 
     @classmethod
     def from_profile(cls, prof: Profile | None = None, **overrides) -> TrainConfig:
@@ -85,6 +87,14 @@ class TrainConfig:
     @property
     def evidence_steps(self) -> int:
         return int(round(self.evidence_fraction * self.steps))
+
+    def augment_start(self, num_samples: int) -> int:
+        """First step of Sec. 3.5's augmentation: the joint stage plus ``augment.warmup_epochs`` epochs
+        of ``num_samples`` crops (a step past the end when it is off). That step makes the first
+        samples from its predictions; the steps after it mix them in."""
+        if not self.augment.enabled:
+            return self.steps + 1
+        return self.evidence_steps + int(round(self.augment.warmup_epochs * num_samples / self.batch_size))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -223,12 +233,15 @@ def compute_terms(model: DHPE, out: DHPEOutput, batch: dict, weights: L.LossWeig
 # Checkpoints (weights_only-safe: tensors and plain Python values only)
 # ----------------------------------------------------------------------------------------------
 def save_checkpoint(path, model: DHPE, optimizer, scheduler, step: int, cfg: TrainConfig,
-                    skipped: int) -> None:
-    """Write ``path`` atomically: model, optimiser, scheduler and RNG states, step, configs."""
+                    skipped: int, augment_buffer: AugmentBuffer | None = None) -> None:
+    """Write ``path`` atomically: model, optimiser, scheduler and RNG states, step, configs, and the
+    Sec. 3.5 samples still waiting to be mixed in (so a resumed run continues bit for bit)."""
     state = {"format": CHECKPOINT_FORMAT, "step": step, "skipped": skipped,
              "model": model.state_dict(), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
              "model_config": dataclasses.asdict(model.cfg), "train_config": dataclasses.asdict(cfg)}
+    if augment_buffer is not None:
+        state["augment_buffer"] = augment_buffer.state_dict()
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
@@ -277,7 +290,8 @@ def _to(batch: dict, device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-FIELDS = ("step", "stage", "lr", "total", *L.TERMS, "shape_on", "skipped", "seconds", "images_per_s")
+FIELDS = ("step", "stage", "lr", "total", *L.TERMS, "shape_on", "augmented", "skipped", "seconds",
+          "images_per_s")
 
 
 def train(cfg: TrainConfig | None = None, mcfg: ModelConfig | None = None, resume: bool = False,
@@ -304,16 +318,22 @@ def train(cfg: TrainConfig | None = None, mcfg: ModelConfig | None = None, resum
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
     start, skipped = 0, 0
+    buffer = AugmentBuffer(cfg.augment.buffer_size)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
         start, skipped = int(state["step"]), int(state["skipped"])
+        if "augment_buffer" in state:
+            buffer.load_state_dict(state["augment_buffer"])
+            buffer.data = None if buffer.data is None else _to(buffer.data, device)
         log(f"resumed from {ckpt_path} at step {start}")
     net = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
     stop = cfg.steps if cfg.stop_after is None else min(cfg.steps, start + cfg.stop_after)
     data = build_data(cfg, mcfg)
+    aug_start = cfg.augment_start(len(data))
+    n_mix, n_seeds = cfg.augment.per_step(cfg.batch_size // world)
     loader = torch.utils.data.DataLoader(
         data, batch_sampler=StepSampler(len(data), cfg.batch_size, cfg.seed, start, stop, rank, world),
         collate_fn=collate, num_workers=cfg.workers, persistent_workers=False,
@@ -348,6 +368,11 @@ def train(cfg: TrainConfig | None = None, mcfg: ModelConfig | None = None, resum
     for batch in loader:
         stage = "evidence" if step < cfg.evidence_steps else "joint"
         batch = _to(batch, device)
+        augmenting = step >= aug_start and n_mix > 0
+        # Sec. 3.5: samples made from earlier steps' predictions replace the batch's last ones
+        popped = buffer.pop(n_mix) if augmenting else None
+        batch = mix_into(batch, popped)
+        n_real = len(batch["image"]) - (0 if popped is None else len(popped["image"]))
         x = batch["image"]
         # Eq. 2 only in the joint stage: before it nothing else trains the layers above the heat-map
         # head's input, and F collapses to the constant that satisfies Eq. 2 trivially
@@ -375,6 +400,11 @@ def train(cfg: TrainConfig | None = None, mcfg: ModelConfig | None = None, resum
             log(f"step {step + 1}: non-finite {', '.join(bad)}; skipped ({skipped} so far)")
         else:
             optimizer.step()
+        if augmenting and o.reg is not None:  # seeds: this batch's real samples, as predicted
+            rng = np.random.default_rng((cfg.seed, step, rank, 3_5))
+            k = min(n_seeds, n_real)
+            buffer.push(augment_seeds(model.hand_model, x[:k], batch["K"][:k], o.h[:k].detach(), rng,
+                                      cfg.augment))
         scheduler.step()
         step += 1
         n_img += len(x) * world
@@ -384,7 +414,7 @@ def train(cfg: TrainConfig | None = None, mcfg: ModelConfig | None = None, resum
             now = time.perf_counter()
             row = {"step": step, "stage": stage, "lr": optimizer.param_groups[0]["lr"], "skipped": skipped,
                    "seconds": round(now - t0, 3), "images_per_s": round(n_img / max(now - t_log, 1e-9), 2),
-                   **{k: float(v) for k, v in logs.items()}, **extra}
+                   "augmented": len(x) - n_real, **{k: float(v) for k, v in logs.items()}, **extra}
             t_log, n_img = now, 0
             with open(csv_path, "a", newline="") as fh:
                 csv.DictWriter(fh, FIELDS, extrasaction="ignore").writerow(row)
@@ -392,7 +422,7 @@ def train(cfg: TrainConfig | None = None, mcfg: ModelConfig | None = None, resum
                 if isinstance(v, float) and k not in ("seconds",):
                     writer.add_scalar(f"train/{k}", v, step)
         if rank == 0 and (step % cfg.ckpt_every == 0 or step == stop):
-            save_checkpoint(ckpt_path, model, optimizer, scheduler, step, cfg, skipped)
+            save_checkpoint(ckpt_path, model, optimizer, scheduler, step, cfg, skipped, buffer)
     if bar is not None:
         bar.close()
     result = {"step": step, "skipped": skipped, "checkpoint": str(ckpt_path), "metrics": str(csv_path),

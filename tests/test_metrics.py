@@ -1,5 +1,6 @@
 """Tests of handlib.metrics: errors, PCK and AUC against naive loops, alignments against known
-transforms and scipy's Kabsch, valid masks, shape errors, mask IoU against numpy, the evaluator."""
+transforms and scipy's Kabsch, valid masks, shape errors, mask IoU / precision / recall / F against
+numpy loops, mesh F-scores against scipy's cKDTree, the evaluator."""
 from __future__ import annotations
 
 import math
@@ -7,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
 from handlib.metrics import (
@@ -19,8 +21,11 @@ from handlib.metrics import (
     align_scale,
     auc,
     evaluate_3d,
+    fscore,
     keypoint_errors,
     mask_iou,
+    mask_scores,
+    mesh_scores,
     pck_curve,
     similarity_transform,
 )
@@ -343,3 +348,154 @@ def test_pck_auc_matches_a_plain_per_keypoint_computation():
     assert np.allclose(curve.numpy(), ref_curve) and abs(a - ref_auc) < 1e-12
     a0, _ = pck_auc(torch.zeros(3, 21), None, 0, 50, 20)
     assert a0 == 1.0
+
+
+# ---------------------------------------------------------------- mask precision / recall / F
+
+
+def _mask_scores_loop(pred, gt):
+    """Plain per-pixel counts; a ratio with an empty denominator is 1 if both masks are empty, else 0."""
+    out = {k: [] for k in ("iou", "precision", "recall", "f")}
+    for p, g in zip(pred, gt):
+        tp = fp = fn = 0
+        for a, b in zip(p.ravel().tolist(), g.ravel().tolist()):
+            tp += a and b
+            fp += a and not b
+            fn += b and not a
+        both_empty = 1.0 if tp + fp + fn == 0 else 0.0
+        prec = tp / (tp + fp) if tp + fp else both_empty
+        rec = tp / (tp + fn) if tp + fn else both_empty
+        out["iou"].append(tp / (tp + fp + fn) if tp + fp + fn else 1.0)
+        out["precision"].append(prec)
+        out["recall"].append(rec)
+        out["f"].append(2 * prec * rec / (prec + rec) if prec + rec else 0.0)
+    return out
+
+
+def test_mask_scores_match_loop_on_random_and_hand_made_masks():
+    rng = np.random.default_rng(1)
+    pred, gt = rng.random((9, 10, 7)), rng.random((9, 10, 7)) > 0.55
+    pred[3], gt[3] = 0.0, False  # both empty: all 1
+    pred[4], gt[4] = 0.0, True  # empty prediction: all 0 (no free precision)
+    pred[5], gt[5] = 0.9, False  # empty ground truth: all 0
+    pred[6], gt[6] = 0.0, False
+    pred[6, :5], gt[6, :] = 0.9, True  # prediction inside the ground truth: precision 1, recall 1/2
+    pred[7], gt[7] = 0.0, False
+    pred[7, :3], gt[7, 5:] = 0.9, True  # disjoint
+    gt[8] = pred[8] > 0.5  # identical
+    out = mask_scores(torch.from_numpy(pred), torch.from_numpy(gt))
+    ref = _mask_scores_loop(pred > 0.5, gt)
+    for k in ref:
+        assert out[k].shape == (9,) and out[k].dtype == torch.float64
+        assert np.allclose(out[k].numpy(), ref[k], atol=1e-12), k
+    expect = {3: (1, 1, 1, 1), 4: (0, 0, 0, 0), 5: (0, 0, 0, 0), 6: (0.5, 1, 0.5, 2 / 3),
+              7: (0, 0, 0, 0), 8: (1, 1, 1, 1)}
+    for b, vals in expect.items():
+        got = tuple(float(out[k][b]) for k in ("iou", "precision", "recall", "f"))
+        assert got == pytest.approx(vals), b
+    # F is the Dice coefficient wherever a mask is non-empty
+    p, g = pred > 0.5, gt
+    inter, size = (p & g).sum((1, 2)), p.sum((1, 2)) + g.sum((1, 2))
+    nz = size > 0
+    assert np.allclose(out["f"].numpy()[nz], 2 * inter[nz] / size[nz])
+
+
+def test_mask_iou_is_mask_scores_iou_and_keeps_its_dtype():
+    rng = np.random.default_rng(2)
+    pred = torch.from_numpy(rng.random((4, 8, 8))).float()
+    gt = torch.from_numpy(rng.random((4, 8, 8)) > 0.5)
+    iou = mask_iou(pred, gt)
+    assert iou.dtype == torch.float32 and torch.equal(iou, mask_scores(pred, gt)["iou"])
+    assert mask_scores(gt, gt)["f"].dtype == torch.float32  # bool prediction
+    assert torch.equal(mask_scores(pred, gt, threshold=0.2)["recall"],
+                       mask_scores(pred > 0.2, gt)["recall"])
+
+
+# ---------------------------------------------------------------- point-set F-score
+
+
+def _fscore_kdtree(pred, gt, thresholds):
+    """scipy nearest neighbours; strict < as FreiHAND's calculate_fscore."""
+    f, prec, rec = [], [], []
+    for x, y in zip(pred, gt):
+        d_pred, _ = cKDTree(y).query(x)  # each prediction to its nearest ground truth
+        d_gt, _ = cKDTree(x).query(y)
+        p = [float(np.mean(d_pred < t)) for t in thresholds]
+        r = [float(np.mean(d_gt < t)) for t in thresholds]
+        prec.append(p)
+        rec.append(r)
+        f.append([2 * a * b / (a + b) if a + b else 0.0 for a, b in zip(p, r)])
+    return np.array(f), np.array(prec), np.array(rec)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fscore_matches_kdtree(dtype):
+    g = _gen(5)
+    gt = 0.6 + 0.04 * torch.randn(4, 300, 3, generator=g, dtype=torch.float64)  # 0.6 m away
+    pred = gt[:, :250] + 0.006 * torch.randn(4, 250, 3, generator=g, dtype=torch.float64)  # N != M
+    pred[0] += 0.03  # far off: F = 0 at 5 mm
+    pred, gt = pred.to(dtype), gt.to(dtype)
+    th = (0.002, 0.005, 0.01, 0.015)
+    out = fscore(pred, gt, th)
+    f, p, r = _fscore_kdtree(pred.double().numpy(), gt.double().numpy(), th)
+    assert out["f"].shape == (4, 4) and out["precision"].shape == (4, 4)
+    assert np.allclose(out["precision"].numpy(), p) and np.allclose(out["recall"].numpy(), r)
+    assert np.allclose(out["f"].numpy(), f)
+    assert float(out["f"][0, 0]) == 0.0 and 0 < float(out["f"][1, 1]) < 1
+    assert np.allclose(out["thresholds"].numpy(), th)
+
+
+def test_fscore_hand_made_and_perfect():
+    gt = torch.tensor([[[0.0, 0, 0], [0.1, 0, 0]]], dtype=torch.float64)
+    pred = torch.tensor([[[0.003, 0, 0], [0.2, 0, 0]]], dtype=torch.float64)
+    out = fscore(pred, gt, (0.001, 0.005, 0.098))
+    # nearest distances: predictions 3 mm and 100 mm, ground truth 3 mm and 97 mm
+    assert out["precision"][0].tolist() == pytest.approx([0.0, 0.5, 0.5])
+    assert out["recall"][0].tolist() == pytest.approx([0.0, 0.5, 1.0])
+    assert out["f"][0].tolist() == pytest.approx([0.0, 0.5, 2 / 3])  # 0 where P + R = 0
+    x = _hand(3).float()
+    same = fscore(x, x.clone())
+    assert torch.equal(same["f"], torch.ones(3, 2, dtype=torch.float64))
+
+
+def test_mesh_scores_undo_a_similarity_and_match_an_independent_alignment():
+    g = _gen(6)
+    V = 825  # OpenHand's vertex count
+    gt = 0.6 + 0.03 * torch.randn(3, V, 3, generator=g, dtype=torch.float64)
+    R, s = _rotations(3, 7), torch.tensor([0.7, 1.0, 1.6], dtype=torch.float64)
+    pred = s[:, None, None] * gt @ R.transpose(1, 2) + 0.1
+    exact = mesh_scores(pred.float(), gt.float())
+    assert exact["pa_mm"].max() < 1e-3 and torch.equal(exact["f"], torch.ones(3, 2, dtype=torch.float64))
+    noisy = pred + 0.004 * torch.randn(3, V, 3, generator=g, dtype=torch.float64)
+    out = mesh_scores(noisy, gt)
+    for b in range(3):  # scipy's Kabsch plus the least-squares scale, then scipy's nearest neighbours
+        x = (noisy[b] - noisy[b].mean(0)).numpy()
+        y = (gt[b] - gt[b].mean(0)).numpy()
+        rot, _ = Rotation.align_vectors(y, x)
+        xr = x @ rot.as_matrix().T
+        al = np.sum(y * xr) / np.sum(xr * xr) * xr + gt[b].mean(0).numpy()
+        err = 1000 * np.linalg.norm(al - gt[b].numpy(), axis=1).mean()
+        assert float(out["pa_mm"][b]) == pytest.approx(err, rel=1e-9)
+        f, p, r = _fscore_kdtree(al[None], gt[b].numpy()[None], (0.005, 0.015))
+        assert np.allclose(out["f"][b].numpy(), f[0]) and np.allclose(out["recall"][b].numpy(), r[0])
+    assert (out["pa_mm"] > 1).all() and (out["f"][:, 0] < out["f"][:, 1]).all()
+
+
+def test_new_scores_name_the_argument():
+    x = _hand(2)
+    with pytest.raises(ValueError, match="gt"):
+        fscore(x, x[:1])
+    with pytest.raises(ValueError, match="pred"):
+        fscore(x[..., :2], x[..., :2])
+    with pytest.raises(ValueError, match="thresholds"):
+        fscore(x, x, (0.0, 0.005))
+    with pytest.raises(ValueError, match="thresholds"):
+        fscore(x, x, ())
+    with pytest.raises(ValueError, match="pred"):
+        fscore(x[:, :0], x)
+    with pytest.raises(ValueError, match="gt"):
+        mesh_scores(x, x[:, :20])
+    with pytest.raises(ValueError, match="gt"):
+        mask_scores(torch.zeros(2, 8, 8), torch.zeros(3, 8, 8))
+    with pytest.raises(ValueError, match="pred"):
+        mask_scores(torch.zeros(8, 8), torch.zeros(8, 8))

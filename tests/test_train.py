@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import handlib.train as T
+from handlib.augment import AugmentConfig
 from handlib.config import profile
 from handlib.model import ModelConfig
 from handlib.train import StepSampler, TrainConfig, load_checkpoint, load_model, train
@@ -63,12 +64,16 @@ def test_short_run_writes_checkpoint_metrics_and_eval(tmp_path, capsys):
 
 
 def test_resume_is_bit_exact(tmp_path):
-    train(_cfg(tmp_path / "a"), _mcfg(), log=lambda *a: None)
-    train(_cfg(tmp_path / "b", stop_after=2), _mcfg(), log=lambda *a: None)  # "interrupted" after 2 steps
-    assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["step"] == 2
-    train(_cfg(tmp_path / "b"), resume=True, log=lambda *a: None)
+    # Sec. 3.5's augmentation from the joint stage on: the checkpoint at step 2 holds samples made
+    # from step 2's predictions that step 3 mixes in, so the resumed run needs them
+    aug = AugmentConfig(warmup_epochs=0.0, mix_fraction=0.5)
+    train(_cfg(tmp_path / "a", augment=aug), _mcfg(), log=lambda *a: None)
+    train(_cfg(tmp_path / "b", stop_after=2, augment=aug), _mcfg(), log=lambda *a: None)  # "interrupted"
+    assert len(load_checkpoint(tmp_path / "b" / "checkpoint.pt")["augment_buffer"]["data"]["image"]) > 0
+    train(_cfg(tmp_path / "b", augment=aug), resume=True, log=lambda *a: None)
     ra, rb = _rows(tmp_path / "a" / "metrics.csv"), _rows(tmp_path / "b" / "metrics.csv")
-    keys = ["step", "stage", "lr", "total", *T.L.TERMS]
+    assert [int(r["augmented"]) for r in ra] == [0, 0, 2, 2]  # step 2 makes the first, step 3 mixes them
+    keys = ["step", "stage", "lr", "total", "augmented", *T.L.TERMS]
     assert [[r[k] for k in keys] for r in ra] == [[r[k] for k in keys] for r in rb]
     sa = load_checkpoint(tmp_path / "a" / "checkpoint.pt")["model"]
     sb = load_checkpoint(tmp_path / "b" / "checkpoint.pt")["model"]

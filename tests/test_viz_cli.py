@@ -45,7 +45,7 @@ def test_image_row_and_curve():
 
 
 def test_demo_writes_picture_meshes_and_summary(tmp_path):
-    assert main(["demo", "--out", str(tmp_path), "--no-build"]) == 0
+    assert main(["demo", "--out", str(tmp_path), "--no-build", "--hand-only"]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert 0.17 < summary["hand_length_m"] < 0.20
     for name in ("hand_mean.png", "hand_fist.png", "hand_fist.obj", "hand_fist.ply", "hand.html"):
