@@ -15,8 +15,13 @@ idle one), and the ratio of seconds per image to the issue's target of 1.0 s. Wi
 also times one step's pieces alone, forward + backward as in ``refine``: LBS + projection + f_ref,
 the soft silhouette R(h), and the backbone on x ⊙ R(h) (contiguous and channels-last).
 
+With ``--fast`` it times :meth:`RefineConfig.fast` instead (term (b) every 2nd step, R(h) at half
+resolution, cull threshold 1e-3: approximate), and ``--compare`` prints both configurations'
+rows one after the other with the ratio default / fast of the best times.
+
     python benchmarks/bench_refine.py [--threads 1] [--runs 3] [--batches 1 8] [--parts]
-                                      [--cull-threshold 1e-3] [--no-channels-last]
+                                      [--cull-threshold 1e-3] [--no-channels-last] [--no-fold-bn]
+                                      [--fast | --compare]
 """
 from __future__ import annotations
 
@@ -27,14 +32,14 @@ import time
 
 import torch
 
+from handlib.backbone import fold_batchnorm
 from handlib.camera import project
 from handlib.config import profile
 from handlib.data import CropConfig, SyntheticHands, crop_to_hand
 from handlib.data.batch import collate
 from handlib.model import DHPE, ModelConfig, mask_image
-from handlib.refine import RefineConfig, refine, refined_target
+from handlib.refine import RefineConfig, _silhouette, refine, refined_target
 from handlib.regressor import code_to_h, h_to_code
-from handlib.render import soft_silhouette
 
 TARGET_S = 1.0  # issue: 50 iterations for one 128 px image within 1 s on the CPU
 
@@ -75,6 +80,7 @@ def parts(model, batch, out, cfg: RefineConfig, reps: int = 15) -> dict:
     for p in model.parameters():
         p.requires_grad_(False)
     cl = copy.deepcopy(model.evidence.backbone).to(memory_format=torch.channels_last)
+    folded = fold_batchnorm(model.evidence.backbone).to(memory_format=torch.channels_last)
 
     def lbs():
         c = code0.clone().requires_grad_(True)
@@ -83,9 +89,11 @@ def parts(model, batch, out, cfg: RefineConfig, reps: int = 15) -> dict:
             t = refined_target(model, c, F, mesh.joints, j2d)
         (project(mesh.joints, K) - t).pow(2).sum().backward()
 
-    def render():
-        v = verts.clone().requires_grad_(True)
-        soft_silhouette(v, model.renderer.faces, K, **dataclasses.asdict(rc)).sum().backward()
+    def render(scale=1.0):
+        def f():
+            v = verts.clone().requires_grad_(True)
+            _silhouette(model, v, K, dataclasses.replace(cfg, silhouette_scale=scale)).sum().backward()
+        return f
 
     def backbone(net, fmt):
         def f():
@@ -93,9 +101,11 @@ def parts(model, batch, out, cfg: RefineConfig, reps: int = 15) -> dict:
             net(mask_image(x, m).contiguous(memory_format=fmt)).pooled.sum().backward()
         return f
 
-    pieces = {"LBS + project + f_ref": lbs, f"R(h), cull {rc.cull_threshold:g}": render,
+    pieces = {"LBS + project + f_ref": lbs, f"R(h), cull {rc.cull_threshold:g}": render(),
+              f"R(h) half res, cull {rc.cull_threshold:g}": render(0.5),
               "backbone, contiguous": backbone(model.evidence.backbone, torch.contiguous_format),
-              "backbone, channels-last": backbone(cl, torch.channels_last)}
+              "backbone, channels-last": backbone(cl, torch.channels_last),
+              "backbone, BN folded, ch.-last": backbone(folded, torch.channels_last)}
     res = {name: 1e3 * timeit(fn, reps)[1] for name, fn in pieces.items()}
     for p, f in zip(model.parameters(), flags):
         p.requires_grad_(f)
@@ -111,23 +121,41 @@ def main() -> None:
     ap.add_argument("--cull-threshold", type=float, default=None, help="RefineConfig.cull_threshold")
     ap.add_argument("--no-channels-last", action="store_true", help="RefineConfig.channels_last=False")
     ap.add_argument("--parts", action="store_true", help="also time one step's pieces")
+    ap.add_argument("--no-fold-bn", action="store_true", help="RefineConfig.fold_bn=False")
+    ap.add_argument("--fast", action="store_true", help="time RefineConfig.fast() (approximate)")
+    ap.add_argument("--compare", action="store_true", help="time the default and the fast preset")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = RefineConfig(iterations=args.iterations, cull_threshold=args.cull_threshold,
-                       channels_last=not args.no_channels_last)
-    print(f"cpu profile (128 px, resnet18_half), random weights; {cfg.iterations} iterations, "
-          f"{cfg.optimizer} lr {cfg.lr}, cull_threshold {cfg.cull_threshold}, channels_last "
-          f"{cfg.channels_last}; torch {torch.__version__}, {args.threads} threads")
-    print(f"{'batch':>5} {'start':>5} {'median s':>9} {'min s':>7} {'cpu s':>7} {'min s/image':>11} "
-          f"{'min ms/step':>11} {'÷ 1.0 s':>8}")
+    base = RefineConfig(iterations=args.iterations, cull_threshold=args.cull_threshold,
+                        channels_last=not args.no_channels_last, fold_bn=not args.no_fold_bn)
+    fast = RefineConfig.fast(iterations=args.iterations, channels_last=not args.no_channels_last,
+                             fold_bn=not args.no_fold_bn)
+    configs = {"default": base, "fast": fast} if args.compare else {"fast" if args.fast else "default":
+                                                                    fast if args.fast else base}
+    for name, cfg in configs.items():
+        print(f"{name}: {cfg.iterations} iterations, {cfg.optimizer} lr {cfg.lr}, cull_threshold "
+              f"{cfg.cull_threshold}, channels_last {cfg.channels_last}, fold_bn {cfg.fold_bn}, "
+              f"feature_every {cfg.feature_every}, silhouette_scale {cfg.silhouette_scale}")
+    print(f"cpu profile (128 px, resnet18_half), random weights; torch {torch.__version__}, "
+          f"{args.threads} threads")
+    print(f"{'config':>7} {'batch':>5} {'start':>5} {'median s':>9} {'min s':>7} {'cpu s':>7} "
+          f"{'min s/image':>11} {'min ms/step':>11} {'÷ 1.0 s':>8}")
     for B in args.batches:
         model, batch, out = setup(B)
         x, K = batch["image"], batch["K"]
         for start in ("gt", "net"):
             o = dataclasses.replace(out, h=batch["h"]) if start == "gt" else out
-            med, best, cpu = timeit(lambda o=o, m=model, x=x, K=K: refine(m, x, K, o, cfg), args.runs)
-            print(f"{B:>5} {start:>5} {med:9.3f} {best:7.3f} {cpu:7.3f} {best / B:11.3f} "
-                  f"{1e3 * best / max(1, cfg.iterations):11.1f} {best / B / TARGET_S:8.2f}", flush=True)
+            best_of = {}
+            for name, cfg in configs.items():
+                run = lambda o=o, m=model, x=x, K=K, c=cfg: refine(m, x, K, o, c)  # noqa: E731
+                med, best, cpu = timeit(run, args.runs)
+                best_of[name] = best
+                print(f"{name:>7} {B:>5} {start:>5} {med:9.3f} {best:7.3f} {cpu:7.3f} {best / B:11.3f} "
+                      f"{1e3 * best / max(1, cfg.iterations):11.1f} {best / B / TARGET_S:8.2f}", flush=True)
+            if len(best_of) == 2:
+                ratio = best_of["default"] / best_of["fast"]
+                print(f"{'':>7} {B:>5} {start:>5} default / fast = {ratio:.2f}×")
+        cfg = next(iter(configs.values()))
         if args.parts:
             for name, ms in parts(model, batch, out, cfg).items():
                 print(f"      batch {B}, one step, {name:<24} fwd+bwd {ms:7.2f} ms (min)", flush=True)

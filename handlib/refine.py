@@ -51,6 +51,7 @@ import weakref
 import torch
 
 from . import losses as L
+from .backbone import fold_batchnorm
 from .camera import project
 from .checks import check_shape
 from .hand_model import H_DIM, HandModel
@@ -91,6 +92,15 @@ class RefineConfig:
     # forward + backward is 5–20% faster with oneDNN at 128 px, bench_refine --parts; the copy
     # costs about one step)
     channels_last: bool = True
+    # Term (b)'s backbone runs as a copy with BatchNorm folded into its convs (backbone.fold_batchnorm):
+    # the same F to float rounding (~1e-6 relative), fewer memory passes. Exact, so on by default.
+    fold_bn: bool = True
+    # Speed knobs that change the result slightly (off by default; see benchmarks/bench_refine.py and
+    # :meth:`fast`): recompute term (b) and its gradient only every k-th step and reuse the last
+    # gradient in between (the steps are small, so a stale gradient is close); render R(h) at this
+    # fraction of the crop side and upsample it bilinearly (the mask only weights the image pixels).
+    feature_every: int = 1
+    silhouette_scale: float = 1.0
     feature_reduction: str = "mean"  # (b): "mean" over C (LossWeights default) or "sum" (the paper's ‖·‖²)
     record_every: int = 1  # keep h every this many steps in RefineResult.trajectory (plus the last)
 
@@ -113,6 +123,17 @@ class RefineConfig:
             raise ValueError(f"feature_reduction: expected 'sum' or 'mean', got {self.feature_reduction!r}")
         if self.record_every < 1:
             raise ValueError(f"record_every: expected ≥ 1, got {self.record_every}")
+        if self.feature_every < 1:
+            raise ValueError(f"feature_every: expected ≥ 1, got {self.feature_every}")
+        if not 0.0 < self.silhouette_scale <= 1.0:
+            raise ValueError(f"silhouette_scale: expected a value in (0, 1], got {self.silhouette_scale}")
+
+    @classmethod
+    def fast(cls, **overrides) -> RefineConfig:
+        """The speed preset: term (b) every 2nd step, R(h) at half resolution, cull threshold 1e-3
+        (``benchmarks/bench_refine.py`` times it and README reports its effect on the scores)."""
+        fast = cls(feature_every=2, silhouette_scale=0.5, cull_threshold=1e-3)
+        return dataclasses.replace(fast, **overrides)
 
 
 @dataclasses.dataclass
@@ -207,7 +228,7 @@ def shape_laplacian_gram(hand_model: HandModel) -> torch.Tensor:
 def eq13_terms(model: DHPE, code: torch.Tensor, x: torch.Tensor, K: torch.Tensor, F: torch.Tensor,
                j2d_evidence: torch.Tensor, cfg: RefineConfig = RefineConfig(),
                j2d_target: torch.Tensor | None = None, backbone: torch.nn.Module | None = None,
-               j2d_valid: torch.Tensor | None = None) -> Eq13Terms:
+               j2d_valid: torch.Tensor | None = None, with_feature: bool = True) -> Eq13Terms:
     """The three terms of Eq. 13 at one h (differentiable w.r.t. ``code``).
 
     Args:
@@ -220,6 +241,7 @@ def eq13_terms(model: DHPE, code: torch.Tensor, x: torch.Tensor, K: torch.Tensor
             passes a channels-last copy on the CPU); its input is made channels-last.
         j2d_valid: optional (B, 21) bool: keypoints of ``j2d_target`` that count in term (a)
             (crops set unlabelled keypoints to (0, 0), which must not pull the joints).
+        with_feature: False leaves term (b) out (``feature_every`` steps that reuse its gradient).
     Returns:
         :class:`Eq13Terms`.
     """
@@ -237,14 +259,8 @@ def eq13_terms(model: DHPE, code: torch.Tensor, x: torch.Tensor, K: torch.Tensor
     terms, sil = {}, None
     if cfg.joints:  # (a), the trainer's Eq. 6 form in (fraction of the crop)²
         terms["joints"] = L.refiner_loss(j2d, target, j2d_valid if j2d_target is not None else None, S)
-    if cfg.feature:  # (b): Eq. 2 with the rendered mask R(h)
-        if cfg.sigma is None and cfg.cull_threshold is None:
-            sil = model.renderer(mesh.verts, K)
-        else:
-            rc = model.renderer.config
-            rc = dataclasses.replace(rc, sigma=rc.sigma if cfg.sigma is None else cfg.sigma,
-                                     cull_threshold=cfg.cull_threshold or rc.cull_threshold)
-            sil = soft_silhouette(mesh.verts, model.renderer.faces, K, **dataclasses.asdict(rc))
+    if cfg.feature and with_feature:  # (b): Eq. 2 with the rendered mask R(h)
+        sil = _silhouette(model, mesh.verts, K, cfg)
         xm = mask_image(x, sil)
         if backbone is None:
             F_xm = model.evidence.features(xm)
@@ -256,6 +272,27 @@ def eq13_terms(model: DHPE, code: torch.Tensor, x: torch.Tensor, K: torch.Tensor
         G = shape_laplacian_gram(hm).to(beta.dtype)
         terms["laplacian"] = ((beta @ G) * beta).sum(-1).mean() / hm.num_verts
     return Eq13Terms(terms, h, mesh.verts, mesh.joints, j2d, target, sil)
+
+
+def _silhouette(model: DHPE, verts: torch.Tensor, K: torch.Tensor, cfg: RefineConfig) -> torch.Tensor:
+    """R(h) for term (b): (B, S, S), at ``cfg.silhouette_scale`` × S then upsampled bilinearly."""
+    S = model.cfg.image_size
+    if cfg.sigma is None and cfg.cull_threshold is None and cfg.silhouette_scale == 1.0:
+        return model.renderer(verts, K)
+    rc = model.renderer.config
+    rc = dataclasses.replace(rc, sigma=rc.sigma if cfg.sigma is None else cfg.sigma,
+                             cull_threshold=cfg.cull_threshold or rc.cull_threshold)
+    if cfg.silhouette_scale == 1.0:
+        return soft_silhouette(verts, model.renderer.faces, K, **dataclasses.asdict(rc))
+    s = max(8, int(round(cfg.silhouette_scale * S)))
+    r = s / S  # pixel centres at integers: u' = (u + ½) r − ½
+    Ks = K.clone()
+    Ks[..., :2, :] = Ks[..., :2, :] * r
+    Ks[..., :2, 2] = Ks[..., :2, 2] + 0.5 * r - 0.5
+    rc = dataclasses.replace(rc, image_size=(s, s))
+    sil = soft_silhouette(verts, model.renderer.faces, Ks, **dataclasses.asdict(rc))
+    up = torch.nn.functional.interpolate(sil[:, None], size=(S, S), mode="bilinear", align_corners=False)
+    return up[:, 0]
 
 
 def _weighted(terms: dict, cfg: RefineConfig, like: torch.Tensor) -> tuple[torch.Tensor, dict]:
@@ -325,22 +362,40 @@ def _refine(model, x, K, out, cfg, j2d_target, j2d_valid=None) -> RefineResult:
     opt = (torch.optim.Adam([code], lr=cfg.lr) if cfg.optimizer == "adam"
            else torch.optim.SGD([code], lr=cfg.lr))
     backbone = None
-    if cfg.feature and cfg.channels_last and x.device.type == "cpu":
+    if cfg.feature and (cfg.fold_bn or (cfg.channels_last and x.device.type == "cpu")):
         # parameters are frozen already, so the copy's are too; model.evidence is left untouched
-        backbone = copy.deepcopy(model.evidence.backbone).to(memory_format=torch.channels_last)
+        net = model.evidence.backbone
+        backbone = fold_batchnorm(net) if cfg.fold_bn else copy.deepcopy(net)
+        if cfg.channels_last and x.device.type == "cpu":
+            backbone = backbone.to(memory_format=torch.channels_last)
     args = (x, K, F, j2d_ev, cfg, j2d_target, backbone, j2d_valid)
     losses, trajectory, steps = [], [], []
+    stale, stale_log = None, 0.0  # term (b)'s last gradient and value, when feature_every > 1
     for step in range(cfg.iterations):
-        ev = eq13_terms(model, code, *args)
+        fresh = cfg.feature_every == 1 or step % cfg.feature_every == 0
+        ev = eq13_terms(model, code, *args, with_feature=fresh)
         total, log = _weighted(ev.terms, cfg, code)
+        if cfg.feature_every > 1:
+            if fresh and "feature" in ev.terms:  # keep (b)'s own gradient for the next steps
+                stale = torch.autograd.grad(cfg.feature * ev.terms["feature"] * B, code,
+                                            retain_graph=True)[0]
+                stale_log = log["feature"]
+            elif stale is not None:  # reuse it; log its last value
+                log["total"] += stale_log - log["feature"]
+                log["feature"] = stale_log
         losses.append(log)
         if step % cfg.record_every == 0:
             trajectory.append(ev.h.detach().clone())
             steps.append(step)
         opt.zero_grad(set_to_none=True)
-        if ev.terms:
+        if ev.terms or stale is not None:
             # Σ over samples (= B · batch mean): each sample's gradient is what it would get alone
-            (total * B).backward()
+            rest = total - cfg.feature * ev.terms["feature"] if fresh and stale is not None else total
+            if stale is None:
+                rest.mul(B).backward()
+            else:  # (b)'s gradient is ``stale`` (fresh or reused): back-propagate the other terms
+                other = [n for n in ev.terms if n != "feature"]
+                code.grad = stale.clone() if not other else torch.autograd.grad(rest * B, code)[0] + stale
             code.grad.mul_(update_mask)
             opt.step()
     with torch.no_grad():  # the refined h, its mesh and its objective

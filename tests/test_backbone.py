@@ -91,3 +91,30 @@ def test_wrong_input_shape_names_x():
         net(torch.randn(2, 1, 64, 64))
     with pytest.raises(ValueError, match="x: H and W"):
         net(torch.randn(2, 3, 16, 16))
+
+
+@pytest.mark.parametrize("name", ["resnet_tiny", "resnet50"])
+def test_fold_batchnorm_keeps_outputs_and_gradients(name):
+    from handlib.backbone import fold_batchnorm
+
+    torch.manual_seed(0)
+    net = build_backbone(name).eval()
+    g = torch.Generator().manual_seed(1)
+    for m in net.modules():  # non-trivial running statistics and affine parameters
+        if isinstance(m, torch.nn.BatchNorm2d):
+            C = m.num_features
+            m.running_mean.copy_(0.3 * torch.randn(C, generator=g))
+            m.running_var.copy_(0.5 + torch.rand(C, generator=g))
+            m.weight.data.copy_(0.5 + torch.rand(C, generator=g))
+            m.bias.data.copy_(0.2 * torch.randn(C, generator=g))
+    net = net.double()  # fold in float64, so that only the folding itself is compared
+    folded = fold_batchnorm(net)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules()) > 0  # the original is untouched
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64, requires_grad=True)
+    a, b = net(x), folded(x)
+    assert torch.allclose(a.pooled, b.pooled, atol=1e-10) and all(
+        torch.allclose(p, q, atol=1e-10) for p, q in zip(a.maps, b.maps))
+    ga = torch.autograd.grad(a.pooled.square().sum(), x)[0]
+    gb = torch.autograd.grad(b.pooled.square().sum(), x)[0]
+    assert torch.allclose(ga, gb, atol=1e-10)

@@ -231,3 +231,49 @@ def test_invalid_keypoints_of_a_fixed_target_do_not_pull():
     assert torch.allclose(a.h, b.h)  # what the invalid keypoints hold does not matter
     c = refine(m, x, K, out=out, cfg=cfg, j2d_target=moved)
     assert not torch.allclose(a.h, c.h)
+
+
+# ------------------------------------------------------------------------------------------------
+# speed knobs: folded BatchNorm (exact), stale feature gradients and half-resolution R(h) (approximate)
+# ------------------------------------------------------------------------------------------------
+def test_folded_backbone_gives_the_same_refinement(model, batch, out):
+    x, K = batch["image"], batch["K"]
+    a = refine(model, x, K, out, dataclasses.replace(FAST, fold_bn=False, channels_last=False))
+    b = refine(model, x, K, out, dataclasses.replace(FAST, fold_bn=True))
+    assert torch.allclose(a.h, b.h, atol=1e-4)
+    fa, fb = a.losses[-1]["feature"], b.losses[-1]["feature"]
+    assert abs(fa - fb) <= 1e-4 * abs(fa) + 1e-7
+
+
+def test_feature_every_reuses_the_last_feature_gradient(model, batch, out):
+    """Term (b) alone, SGD: with feature_every = 3 steps 1 and 2 repeat step 0's gradient."""
+    x, K = batch["image"], batch["K"]
+    cfg = RefineConfig(iterations=3, optimizer="sgd", lr=0.5, joints=0.0, laplacian=0.0, feature=1.0,
+                       feature_every=3)
+    r = refine(model, x, K, out, cfg)
+    one = refine(model, x, K, out, dataclasses.replace(cfg, iterations=1, feature_every=1))
+    code0 = h_to_code(out.h, K, S, model.regressor.cfg.ref_extent)
+    step = one.code - code0  # −lr · g0 (masked)
+    assert step.abs().max() > 0
+    assert torch.allclose(r.code, code0 + 3 * step, atol=1e-5)
+    assert r.losses[1]["feature"] == r.losses[0]["feature"]  # stale steps log the last fresh value
+    every = refine(model, x, K, out, dataclasses.replace(cfg, feature_every=1))
+    assert not torch.allclose(every.code, r.code, atol=1e-7)  # fresh gradients do differ
+
+
+def test_half_resolution_silhouette_is_close(model, batch, out):
+    from handlib.refine import _silhouette
+
+    verts = model.hand_model.from_h(batch["h"]).verts
+    full = _silhouette(model, verts, batch["K"], RefineConfig())
+    half = _silhouette(model, verts, batch["K"], RefineConfig(silhouette_scale=0.5))
+    assert half.shape == full.shape
+    inter = ((full > 0.5) & (half > 0.5)).sum()
+    union = ((full > 0.5) | (half > 0.5)).sum()
+    assert inter / union > 0.9 and (full - half).abs().mean() < 0.03
+    fast = refine(model, batch["image"], batch["K"], out, RefineConfig.fast(iterations=4))
+    assert torch.isfinite(fast.h).all() and RefineConfig.fast().feature_every == 2
+    with pytest.raises(ValueError, match="silhouette_scale"):
+        RefineConfig(silhouette_scale=0.0)
+    with pytest.raises(ValueError, match="feature_every"):
+        RefineConfig(feature_every=0)
