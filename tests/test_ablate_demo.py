@@ -48,6 +48,7 @@ def test_ablation_trains_scores_and_reuses(tmp_path, monkeypatch):
         v["full"]["mean_mm"] != v["full"]["mean_mm_net"]
     for r in v.values():
         assert 0.0 <= r["auc_20_50"] <= 1.0 and len(r["pck"]) == len(r["thresholds_mm"]) == 31
+        assert 0.0 <= r["shape_on"] <= 1.0  # Eq. 12's share, read back from the run's metrics.csv
     assert not (tmp_path / "no_refinement").exists()  # no network of its own
     saved = json.loads((tmp_path / "ablation.json").read_text())
     assert saved["variants"]["no_refiner"]["description"] == VARIANTS["no_refiner"][0]
