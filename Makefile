@@ -12,8 +12,9 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,real]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	$(PY) data_scripts/get_pretrained.py
 	touch $(STAMP)
 
 install: $(STAMP)

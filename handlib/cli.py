@@ -51,6 +51,41 @@ def _eval(args) -> int:
     return 0
 
 
+def _eval_real(args) -> int:
+    from .predict import resolve_checkpoint
+    from .real_eval import RealEvalConfig, evaluate_real, real_table, write_json
+    from .train import load_model
+
+    try:
+        ckpt = resolve_checkpoint(args.checkpoint)
+        model = load_model(ckpt)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    detector = None
+    if not args.no_pretrained:
+        from .evidence_pretrained import PretrainedEvidence
+
+        try:
+            detector = PretrainedEvidence()
+        except (ImportError, FileNotFoundError) as err:
+            print(f"error: {err} (or pass --no-pretrained)", file=sys.stderr)
+            return 2
+    try:
+        res = evaluate_real(model, args.root, detector, RealEvalConfig(refine_steps=args.refine_steps))
+    except FileNotFoundError as err:
+        print(f"error: --root {args.root}: {err}", file=sys.stderr)
+        return 2
+    finally:
+        if detector is not None:
+            detector.close()
+    res["checkpoint"] = str(ckpt)
+    print(real_table(res))
+    if args.json:
+        print(f"wrote {write_json(res, args.json)}")
+    return 0
+
+
 def _ablate(args) -> int:
     from .ablate import VARIANTS, AblationConfig, ablation_table, run_ablations
     from .config import profile
@@ -69,10 +104,55 @@ def _ablate(args) -> int:
     return 0
 
 
+def _box_iou(a, b) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    iw = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
+    ih = max(0.0, min(ay + ah, by + bh) - max(ay, by))
+    inter = iw * ih
+    return inter / max(aw * ah + bw * bh - inter, 1e-9)
+
+
+def _detect(args, image, box=None):
+    """The best MediaPipe detection for ``--evidence`` mediapipe/auto (None for network, or auto
+    without mediapipe or its model, or no hand found in auto). With a ``--box``, the detection
+    that overlaps it most (IoU > 0.1)."""
+    if args.evidence == "network":
+        return None
+    from .evidence_pretrained import PretrainedEvidence, default_model_path
+
+    if args.evidence == "auto":
+        try:
+            import mediapipe  # noqa: F401
+        except ImportError:
+            return None
+        if not default_model_path().is_file():
+            return None
+    with PretrainedEvidence() as ev:
+        dets = ev.detect(image)
+    if box is not None:
+        dets = sorted((d for d in dets if _box_iou(d.box, box) > 0.1), key=lambda d: -_box_iou(d.box, box))
+    if not dets:
+        if args.evidence == "mediapipe":
+            raise FileNotFoundError("no hand detected" + (" in --box" if box is not None else "")
+                                    + "; pass --box x,y,w,h and --evidence network")
+        print("MediaPipe found no hand; using the network's own 2D evidence")
+        return None
+    return dets[0]
+
+
 def _predict(args) -> int:
     from .config import profile
     from .data.common import DataError, read_image
-    from .predict import FOCAL_FACTOR, check_box, parse_box, predict, resolve_checkpoint, save_prediction
+    from .predict import (
+        FOCAL_FACTOR,
+        check_box,
+        clip_box,
+        parse_box,
+        predict,
+        resolve_checkpoint,
+        save_prediction,
+    )
     from .train import load_model
 
     try:
@@ -102,7 +182,22 @@ def _predict(args) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     steps = prof.refine_steps if args.refine_steps is None else args.refine_steps
-    pred = predict(model, image, box=box, focal=args.focal, left=args.left, refine_steps=steps)
+    try:
+        det = _detect(args, image, box)
+    except (ImportError, FileNotFoundError) as err:
+        print(f"error: --evidence {args.evidence}: {err}", file=sys.stderr)
+        return 2
+    left = args.left
+    keypoints = None
+    if det is not None:
+        box = box if box is not None else check_box(clip_box(det.box, W, H), W, H)
+        left = left or (det.side == "left" and not args.right)
+        keypoints = det.kp2d
+        print(f"MediaPipe: {det.side} hand (score {det.score:.2f}); Eq. 13 fits its 2D keypoints")
+        if not steps:
+            print("note: --refine-steps 0 uses the network alone; MediaPipe only gave the box and side")
+    pred = predict(model, image, box=box, focal=args.focal, left=left, refine_steps=steps,
+                   keypoints=keypoints, evidence="mediapipe")
     files = save_prediction(pred, args.out, image, image_path=str(args.image), checkpoint=str(ckpt))
     x, y, w, h = pred.box
     print(f"{args.image} ({W}×{H}): {pred.side} hand, box {x:g},{y:g},{w:g},{h:g}"
@@ -161,6 +256,11 @@ def main(argv=None) -> int:
     q.add_argument("--focal", type=float, default=None,
                    help="focal length in pixels (default, assumed: 1.2 × the larger side, ≈45° FOV)")
     q.add_argument("--left", action="store_true", help="a left hand (mirrored for the right-hand network)")
+    q.add_argument("--right", action="store_true", help="a right hand (overrides MediaPipe's label)")
+    q.add_argument("--evidence", choices=("auto", "mediapipe", "network"), default="auto",
+                   help="2D evidence for Eq. 13: MediaPipe's pretrained landmarks (box, side, keypoints; "
+                        "needs handlib[real] and data_scripts/get_pretrained.py) or the network's own; "
+                        "auto: MediaPipe when available")
     q.add_argument("--refine-steps", type=int, default=None,
                    help="Eq. 13 refinement steps (default: the profile's refine_steps; 0: off)")
     q.add_argument("--out", type=Path, default=Path("runs/predict"),
@@ -176,7 +276,17 @@ def main(argv=None) -> int:
     a.add_argument("--refine-steps", type=int, default=None,
                    help="Eq. 13 iterations at test time (default: the profile's refine_steps)")
     a.add_argument("--seed", type=int, default=0)
+    r = sub.add_parser("eval-real", help="score real annotated frames (mmpose test-data formats): "
+                                         "MediaPipe + Eq. 13 vs the network alone")
+    r.add_argument("--root", type=Path, required=True, help="e.g. ../shared/realdata/mmpose_testdata")
+    r.add_argument("--checkpoint", type=Path, default=None,
+                   help="default: $HANDLIB_CHECKPOINT or the shipped one")
+    r.add_argument("--refine-steps", type=int, default=50)
+    r.add_argument("--no-pretrained", action="store_true", help="score the network alone")
+    r.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.command == "eval-real":
+        return _eval_real(args)
     if args.command == "ablate":
         return _ablate(args)
     if args.command == "eval":

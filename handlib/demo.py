@@ -6,8 +6,8 @@
    pictures and meshes (:func:`hand_model_demo`);
 2. a small synthetic *test* set written to ``out/data`` (``data.synthetic.write_split``);
 3. a network: ``--checkpoint``, else ``$HANDLIB_CHECKPOINT``, else (outside ``ci``) the checkpoint
-   of a full ``cpu`` run at ``runs/cpu/checkpoint.pt``, else a brief training run in
-   ``out/train`` (reused, or resumed, the next time);
+   of a full ``cpu`` run at ``runs/cpu/checkpoint.pt`` or the shipped ``handlib/assets/dhpe_cpu.pt``,
+   else (in ``ci``) a brief training run in ``out/train`` (reused, or resumed, the next time);
 4. scores on the test set with and without Eq. 13's test-time refinement (``out/eval.json``);
 5. ``out/report.html``: headline numbers, the PCK curves, the ablation table and plot when an
    ablation has been run (``python -m handlib ablate``; ``--ablation`` or ``runs/ablate*/``),
@@ -120,6 +120,10 @@ def find_checkpoint(cfg: DemoConfig, out: Path, profile_name: str) -> tuple[Path
     full = Path("runs/cpu/checkpoint.pt")
     if profile_name != "ci" and full.is_file():
         return full, "the cpu training run (python -m handlib train --out runs/cpu)"
+    from .train import SHIPPED_CHECKPOINT
+
+    if profile_name != "ci" and SHIPPED_CHECKPOINT.is_file():  # ci trains its own tiny network
+        return SHIPPED_CHECKPOINT, "the shipped checkpoint (handlib/assets/dhpe_cpu.json)"
     return None, ""
 
 

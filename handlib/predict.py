@@ -20,8 +20,9 @@ supplies, and what we assume when they do not:
   network and the results mirrored back with ``data.batch.to_right_hand``'s convention
   (u' = S − 1 − u, X' = −X, K's cx' = S − 1 − cx; it is its own inverse), and the mesh's faces
   reverse their winding (``hand_model.mirror_arrays``);
-* **a checkpoint** (``train.save_checkpoint``): ``--checkpoint`` or ``$HANDLIB_CHECKPOINT``; make
-  one with ``python -m handlib train --out runs/cpu`` (writes ``runs/cpu/checkpoint.pt``).
+* **a checkpoint** (``train.save_checkpoint``): ``--checkpoint`` or ``$HANDLIB_CHECKPOINT``, else
+  the shipped ``handlib/assets/dhpe_cpu.pt`` (a ``cpu``-profile run; provenance in its ``.json``);
+  make your own with ``python -m handlib train --out runs/cpu`` (writes ``runs/cpu/checkpoint.pt``).
 
 The crop is an affine image warp W = A with A = [[σ, 0, tx], [0, σ, ty], [0, 0, 1]] (no rotation),
 so the crop camera is K_crop = A · K and a 3D point is *the same point* in both cameras:
@@ -52,7 +53,7 @@ from .data.common import read_image
 from .skeleton import BOX_MARGIN, FINGER_COLORS, FINGERS, KEYPOINT_NAMES, ROOT
 
 __all__ = ["CHECKPOINT_ENV", "FOCAL_FACTOR", "Crop", "Prediction", "parse_box", "default_box", "check_box",
-           "default_focal", "image_intrinsics", "crop_box", "resolve_checkpoint", "predict",
+           "default_focal", "clip_box", "image_intrinsics", "crop_box", "resolve_checkpoint", "predict",
            "overlay_figure", "save_prediction"]
 
 CHECKPOINT_ENV = "HANDLIB_CHECKPOINT"
@@ -92,6 +93,9 @@ class Prediction:
         focal, box: what was used; ``focal_assumed`` / ``box_assumed`` say whether they were defaults.
         refine_steps: Eq. 13 iterations run (0: the network's estimate). losses: Eq. 13's weighted
             terms before the first and after the last step (``RefineResult.losses``), or None.
+        keypoints: (21, 2) the external 2D keypoints Eq. 13's term (a) was fitted to (e.g. MediaPipe's,
+            ``evidence_pretrained``), image pixels; None when the network's own refiner gave the target.
+        evidence: where term (a)'s target came from: "network" (f_ref's j2D_ref) or a detector's name.
     """
 
     verts: np.ndarray
@@ -110,6 +114,8 @@ class Prediction:
     box_assumed: bool
     refine_steps: int = 0
     losses: dict | None = None
+    keypoints: np.ndarray | None = None
+    evidence: str = "network"
 
     @property
     def refined(self) -> bool:
@@ -159,6 +165,14 @@ def check_box(box, width: int, height: int) -> tuple:
     return (x, y, w, h)
 
 
+def clip_box(box, width: int, height: int) -> tuple:
+    """(x, y, w, h) intersected with the image (a detector's keypoint box may reach past an edge)."""
+    x, y, w, h = (float(v) for v in box)
+    x0, y0 = min(max(x, 0.0), width - 1.0), min(max(y, 0.0), height - 1.0)
+    x1, y1 = max(min(x + w, float(width)), x0 + 1.0), max(min(y + h, float(height)), y0 + 1.0)
+    return (x0, y0, x1 - x0, y1 - y0)
+
+
 def default_focal(width: int, height: int) -> float:
     """Our guess when the focal length is unknown: ``FOCAL_FACTOR`` × the larger side (≈ 45° FOV)."""
     return FOCAL_FACTOR * max(width, height)
@@ -172,13 +186,18 @@ def image_intrinsics(width: int, height: int, focal: float, principal=None) -> n
 
 
 def resolve_checkpoint(path=None) -> Path:
-    """``path``, else ``$HANDLIB_CHECKPOINT``; raises FileNotFoundError saying how to get one."""
+    """``path``, else ``$HANDLIB_CHECKPOINT``, else the shipped ``handlib/assets/dhpe_cpu.pt``
+    (``train.SHIPPED_CHECKPOINT``); raises FileNotFoundError saying how to get one."""
+    from .train import SHIPPED_CHECKPOINT
+
     how = "to get one, train it: `python -m handlib train --out runs/cpu` writes runs/cpu/checkpoint.pt"
     if path is None:
         env = os.environ.get(CHECKPOINT_ENV)
         if not env:
-            raise FileNotFoundError(f"no checkpoint given: pass --checkpoint PATH or set ${CHECKPOINT_ENV}; "
-                                    f"{how}")
+            if SHIPPED_CHECKPOINT.is_file():
+                return SHIPPED_CHECKPOINT
+            raise FileNotFoundError(f"no checkpoint given: pass --checkpoint PATH or set ${CHECKPOINT_ENV} "
+                                    f"(the shipped {SHIPPED_CHECKPOINT.name} is missing); {how}")
         path, where = Path(env), f"${CHECKPOINT_ENV}={env}"
     else:
         path = Path(path)
@@ -240,7 +259,7 @@ def _to_image(uv: np.ndarray, A: np.ndarray) -> np.ndarray:
 
 
 def predict(model, image, box=None, focal: float | None = None, left: bool = False, refine_steps: int = 0,
-            principal=None) -> Prediction:
+            principal=None, keypoints=None, evidence: str = "network", refine_cfg=None) -> Prediction:
     """Estimate the hand mesh in one image (Eq. 1; with ``refine_steps`` > 0, then Eq. 13).
 
     Args:
@@ -251,6 +270,12 @@ def predict(model, image, box=None, focal: float | None = None, left: bool = Fal
         left: the hand is a left hand (the crop is mirrored for the right-hand network).
         refine_steps: Eq. 13 iterations (``refine.RefineConfig.iterations``; paper: 50; 0: off).
         principal: optional (cx, cy) principal point, pixels; None: the image centre.
+        keypoints: optional (21, 2) 2D keypoints in image pixels (handlib order) from another 2D
+            estimator (``evidence_pretrained``); Eq. 13's term (a) then fits the mesh to them instead
+            of to f_ref's re-estimate (``refine(..., j2d_target=...)``). Only used when
+            ``refine_steps`` > 0. ``evidence`` names their source (kept in the output).
+        refine_cfg: optional :class:`~handlib.refine.RefineConfig` (its ``iterations`` is replaced
+            by ``refine_steps``).
     Returns:
         :class:`Prediction` in the original image's camera.
     """
@@ -272,9 +297,17 @@ def predict(model, image, box=None, focal: float | None = None, left: bool = Fal
     S = model.cfg.image_size
     crop = crop_box(image, box, S, image_intrinsics(W, H, focal, principal))
     net_image, net_K = crop.image, crop.K
+    target = None
+    if keypoints is not None:
+        keypoints = np.asarray(keypoints, np.float64)
+        if keypoints.shape != (21, 2) or not np.isfinite(keypoints).all():
+            raise ValueError(f"keypoints: expected (21, 2) finite pixel coordinates, got {keypoints.shape}")
+        target = keypoints @ crop.affine[:2, :2].T + crop.affine[:2, 2]  # image → crop pixels
     if left:  # the network sees a right hand: mirror the crop and its camera
         m = _mirror(S, image=crop.image, K=crop.K.astype(np.float32))
         net_image, net_K = m["image"], m["K"].astype(np.float64)
+        if target is not None:
+            target = _mirror(S, kp2d=target.astype(np.float32))["kp2d"].astype(np.float64)
 
     device = next(model.parameters()).device
     x = normalize_image(torch.as_tensor(np.ascontiguousarray(net_image))[None]).to(device)
@@ -286,7 +319,10 @@ def predict(model, image, box=None, focal: float | None = None, left: bool = Fal
             out = model(x, K, render=refine_steps == 0)
         losses = None
         if refine_steps:
-            res = refine(model, x, K, out=out, cfg=RefineConfig(iterations=refine_steps))
+            rcfg = dataclasses.replace(refine_cfg or RefineConfig(), iterations=refine_steps)
+            j2d_target = None if target is None else torch.as_tensor(target, dtype=torch.float32,
+                                                                       device=device)[None]
+            res = refine(model, x, K, out=out, cfg=rcfg, j2d_target=j2d_target)
             h, verts, joints = res.h, res.verts, res.joints
             losses = {"before": res.losses[0], "after": res.losses[-1]}
             with torch.no_grad():
@@ -298,20 +334,21 @@ def predict(model, image, box=None, focal: float | None = None, left: bool = Fal
 
     np_ = lambda t: t[0].detach().cpu().double().numpy()  # noqa: E731
     h, verts, joints, sil = np_(h), np_(verts), np_(joints), np_(sil)
-    evidence = np_(out.evidence.j2d)
+    j2d_ev = np_(out.evidence.j2d)
     faces = model.hand_model.faces.cpu().numpy()
     if left:  # back to the left hand: X' = −X, h mirrored (HandModel("left")), faces reversed
-        back = _mirror(S, kp3d=joints, verts=verts, h=h, kp2d=evidence)
-        joints, verts, h, evidence = (np.asarray(back[k], np.float64) for k in ("kp3d", "verts", "h", "kp2d"))
+        back = _mirror(S, kp3d=joints, verts=verts, h=h, kp2d=j2d_ev)
+        joints, verts, h, j2d_ev = (np.asarray(back[k], np.float64) for k in ("kp3d", "verts", "h", "kp2d"))
         sil = sil[:, ::-1].copy()
         faces = faces[:, [0, 2, 1]]
     K_img = crop.K_image
     # the crop is a scale and a shift of the image: the 3D points are the same in both cameras
     j2d = project(torch.as_tensor(joints)[None], torch.as_tensor(K_img))[0].numpy()
     return Prediction(verts=verts, faces=faces, joints=joints, j2d=j2d,
-                      j2d_evidence=_to_image(evidence, crop.affine), h=h, silhouette=sil, K=K_img,
+                      j2d_evidence=_to_image(j2d_ev, crop.affine), h=h, silhouette=sil, K=K_img,
                       crop=crop, side="left" if left else "right", focal=focal, focal_assumed=focal_assumed,
-                      box=box, box_assumed=box_assumed, refine_steps=int(refine_steps), losses=losses)
+                      box=box, box_assumed=box_assumed, refine_steps=int(refine_steps), losses=losses,
+                      keypoints=keypoints, evidence=evidence if keypoints is not None else "network")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -401,6 +438,8 @@ def save_prediction(pred: Prediction, out, image: np.ndarray, **meta) -> dict:
         "refined": pred.refined,
         "refine_steps": pred.refine_steps,
         "refine_losses": pred.losses,
+        "evidence": pred.evidence,
+        "keypoints_2d_external": None if pred.keypoints is None else _rows(pred.keypoints, 3),
         "assumptions": assumptions,
         "vertices": int(pred.verts.shape[0]),
         "faces": int(pred.faces.shape[0]),

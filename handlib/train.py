@@ -43,7 +43,7 @@ from .lbs import blend_shapes
 from .model import DHPE, DHPEOutput, ModelConfig, mask_image
 
 __all__ = ["TrainConfig", "StepSampler", "DrawDataset", "compute_terms", "train", "save_checkpoint",
-           "load_checkpoint", "load_model", "CHECKPOINT_FORMAT"]
+           "load_checkpoint", "load_model", "export_checkpoint", "CHECKPOINT_FORMAT", "SHIPPED_CHECKPOINT"]
 
 CHECKPOINT_FORMAT = "handlib-dhpe/1"
 
@@ -257,6 +257,33 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not a handlib DHPE checkpoint (format {CHECKPOINT_FORMAT!r} expected)")
     return state
+
+
+SHIPPED_CHECKPOINT = Path(__file__).parent / "assets" / "dhpe_cpu.pt"  # see its .json for provenance
+
+
+def export_checkpoint(src, dest, **meta) -> Path:
+    """A weights-only copy of a training checkpoint for distribution (``handlib/assets/dhpe_cpu.pt``).
+
+    Keeps the model's weights, its configs and the step; drops the optimiser, scheduler and RNG
+    states (two thirds of the file), so it loads with :func:`load_model` but cannot ``--resume``.
+    ``meta`` (provenance: command, seed, commit, scores; plain values) is stored in it and written
+    beside it as ``dest`` with suffix ``.json``, together with the file's SHA-256.
+    """
+    import hashlib
+    import json
+
+    state = load_checkpoint(src)
+    small = {k: state[k] for k in ("format", "step", "skipped", "model", "model_config", "train_config")}
+    small["meta"] = meta
+    dest = Path(dest)
+    tmp = dest.with_name(dest.name + ".tmp")
+    torch.save(small, tmp)
+    os.replace(tmp, dest)
+    info = {"file": dest.name, "sha256": hashlib.sha256(dest.read_bytes()).hexdigest(),
+            "bytes": dest.stat().st_size, "step": int(state["step"]), **meta}
+    dest.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
+    return dest
 
 
 def load_model(path, map_location="cpu") -> DHPE:

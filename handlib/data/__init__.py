@@ -8,6 +8,14 @@ The official layouts, units and splits are documented in each reader's module.
 from .common import DataError, HandDataset, make_sample, project_np, read_image, read_label, validate_sample
 from .dexter_object import DexterObject
 from .freihand import FreiHAND
+from .mmpose_frames import (
+                            RealFrame,
+                            read_frames,
+                            read_freihand_frames,
+                            read_interhand_frames,
+                            read_rhd_frames,
+                            reprojection_error,
+)
 from .rhd import RHD
 from .stb import STB
 from .synthetic import SyntheticConfig, SyntheticFolder, SyntheticHands
@@ -15,4 +23,6 @@ from .transforms import CropConfig, CropTransform, color_jitter, crop_to_hand
 
 __all__ = ["RHD", "STB", "DexterObject", "FreiHAND", "CropConfig", "CropTransform", "crop_to_hand",
            "color_jitter", "DataError", "HandDataset", "make_sample", "validate_sample", "read_image",
-           "read_label", "project_np", "SyntheticHands", "SyntheticFolder", "SyntheticConfig"]
+           "read_label", "project_np", "SyntheticHands", "SyntheticFolder", "SyntheticConfig", "RealFrame",
+           "read_frames", "read_rhd_frames", "read_freihand_frames", "read_interhand_frames",
+           "reprojection_error"]
