@@ -1,6 +1,6 @@
 """Honest numbers on real photos: pretrained 2D evidence + Eq. 13 vs handlib's own network alone.
 
-``python -m handlib eval-real --root ../shared/realdata/mmpose_testdata --json runs/real/real.json``
+``python -m handlib eval-real --root ../shared/realdata/mmpose_testdata --json runs/real/real_eval.json``
 reads annotated real frames in the simple formats of mmpose's public test data
 (:mod:`handlib.data.mmpose_frames`: RHD frames with 3D joints and cameras, FreiHAND frames with 2D
 keypoints, InterHand2.6M frames with cameras and world joints) and scores, per source:
