@@ -36,8 +36,10 @@ def _eval(args) -> int:
     model = load_model(args.checkpoint, map_location=prof.device)
     data = dataset_for_eval(args.dataset, model.cfg.image_size, args.root, args.split, args.seed, args.num)
     steps = prof.refine_steps if args.refine_steps is None else args.refine_steps
+    rcfg = (RefineConfig.fast if args.fast_refine else RefineConfig)(iterations=steps)
     res = evaluate_model(model, data, batch_size=args.batch_size, device=prof.device,
-                         refine=RefineConfig(iterations=steps) if steps else None)
+                         refine=rcfg if steps else None)
+    res["refine_config"] = dataclasses.asdict(rcfg) if steps else None
     res.update(checkpoint=str(args.checkpoint), dataset=args.dataset, seed=args.seed)
     line = (f"{args.dataset} ({res['num_samples']} samples): AUC 20–50 mm {res['auc_20_50']:.3f}, "
             f"MPJPE {res['mpjpe_mm']:.1f} mm, PA-MPJPE {res['pa_mpjpe_mm']:.1f} mm")
@@ -246,6 +248,8 @@ def main(argv=None) -> int:
     e.add_argument("--num", type=int, default=500, help="number of samples")
     e.add_argument("--refine-steps", type=int, default=None,
                    help="also score after Eq. 13 refinement (default: the profile's refine_steps; 0: off)")
+    e.add_argument("--fast-refine", action="store_true",
+                   help="RefineConfig.fast(): term (b) every 2nd step, half-resolution R(h) (approximate)")
     e.add_argument("--batch-size", type=int, default=16)
     e.add_argument("--json", type=Path, default=None, help="write the scores here")
     q = sub.add_parser("predict", help="3D hand mesh and keypoints from one image (writes --out)")

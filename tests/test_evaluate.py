@@ -58,6 +58,11 @@ def test_eval_cli_writes_json(tmp_path, model, monkeypatch, capsys):
     assert {"auc_20_50", "mpjpe_mm", "pa_mpjpe_mm", "auc_20_50_refined", "mpjpe_mm_refined",
             "pa_mpjpe_mm_refined"} <= set(res)
     assert "AUC 20–50 mm" in capsys.readouterr().out
+    assert res["refine_config"]["feature_every"] == 1 and res["refine_config"]["fold_bn"]
+    assert cli.main(["eval", "--checkpoint", str(tmp_path / "c.pt"), "--num", "4", "--refine-steps", "2",
+                     "--fast-refine", "--json", str(tmp_path / "f.json")]) == 0
+    fast = json.loads((tmp_path / "f.json").read_text())
+    assert fast["refine_config"]["feature_every"] == 2 and fast["refine_config"]["silhouette_scale"] == 0.5
     assert cli.main(["eval", "--checkpoint", str(tmp_path / "missing.pt")]) == 2
 
 
