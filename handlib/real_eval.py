@@ -40,6 +40,7 @@ __all__ = ["RealEvalConfig", "score_frame", "evaluate_real", "summarize", "real_
 @dataclasses.dataclass(frozen=True)
 class RealEvalConfig:
     refine_steps: int = 50  # Eq. 13 iterations of the pretrained path (paper: 50)
+    refine_lr: float = 0.03  # its Adam step in code units: predict.KEYPOINT_FIT_LR
     pck_fraction: float = 0.2  # 2D PCK threshold: this × the longer side of the ground-truth box
     match_iou: float = 0.3  # a detection matches the labelled hand above this box IoU
 
@@ -83,6 +84,7 @@ def score_frame(model, frame: RealFrame, detector=None, cfg: RealEvalConfig = Re
     """Both paths on one frame. Returns {"source", "frame", "network": {...}, "pretrained": {...} or
     {"detected": False}, "mediapipe_2d": {...}} (pretrained keys only with a detector)."""
     from .predict import clip_box, predict
+    from .refine import RefineConfig
 
     image = frame.image()
     H, W = image.shape[:2]
@@ -101,7 +103,8 @@ def score_frame(model, frame: RealFrame, detector=None, cfg: RealEvalConfig = Re
     d = max(dets, key=lambda d: _iou(d.box, gt_box))
     t0 = time.perf_counter()
     pred = predict(model, image, box=clip_box(d.box, W, H), left=d.side == "left",
-                   refine_steps=cfg.refine_steps, keypoints=d.kp2d, evidence="mediapipe", **cam)
+                   refine_steps=cfg.refine_steps, keypoints=d.kp2d, evidence="mediapipe",
+                   refine_cfg=RefineConfig(lr=cfg.refine_lr), **cam)
     row["pretrained"] = {"detected": True, "side_correct": d.side == side,
                          "seconds": time.perf_counter() - t0, **_scores_2d(pred.j2d, frame, cfg.pck_fraction),
                          **_scores_3d(pred.joints, frame)}
