@@ -78,6 +78,25 @@ def read_image(path, index=None) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
+def read_json(path, kind: type = dict, what: str = "annotation file"):
+    """Read a JSON file whose top level must be ``kind`` (dict or list).
+
+    Raises:
+        FileNotFoundError: ``"<path>: <what> not found"``.
+        DataError: unreadable JSON, or a top level of another type (names the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {what} not found")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f"unreadable JSON ({err})", path) from None
+    if not isinstance(data, kind):
+        raise DataError(f"expected a JSON {kind.__name__}, got {type(data).__name__}", path)
+    return data
+
+
 def read_label(path, index=None) -> np.ndarray:
     """Read a single-channel label or mask image as stored (uint8/uint16). Returns (H, W).
 

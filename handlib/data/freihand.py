@@ -29,12 +29,20 @@ hold fewer) and the image count must be a multiple of it (``versions`` picks whi
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from .common import DataError, HandDataset, check_array, make_sample, project_np, read_image, read_label
+from .common import (
+    DataError,
+    HandDataset,
+    check_array,
+    make_sample,
+    project_np,
+    read_image,
+    read_json,
+    read_label,
+)
 
 VERSIONS = ("gs", "hom", "sample", "auto")
 UNIQUE_TRAINING = 32560
@@ -60,15 +68,7 @@ def split_mano(theta) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _load_json(path: Path, what: str):
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: FreiHAND {what} not found")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(f"unreadable JSON ({err})", path) from None
-    if not isinstance(data, list):
-        raise DataError(f"expected a JSON list, got {type(data).__name__}", path)
-    return data
+    return read_json(path, list, f"FreiHAND {what}")
 
 
 class FreiHAND(HandDataset):

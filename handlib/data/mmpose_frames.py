@@ -50,7 +50,7 @@ import cv2
 import numpy as np
 
 from ..skeleton import NUM_KEYPOINTS, convert
-from .common import DataError, read_image
+from .common import DataError, read_image, read_json
 
 SOURCES = ("rhd", "freihand", "interhand")
 # InterHand2.6M's per-hand order as handlib indices (skeleton.ORDERS convention: INTERHAND_ORDER[j]
@@ -149,16 +149,7 @@ def box_excess(frame: RealFrame) -> float:
 # Careful JSON access
 # ----------------------------------------------------------------------------------------------
 def _load_json(path: Path, kind: type = dict):
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: annotation file not found")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(f"unreadable JSON ({err})", path) from None
-    if not isinstance(data, kind):
-        raise DataError(f"expected a JSON {kind.__name__}, got {type(data).__name__}", path)
-    return data
+    return read_json(path, kind)
 
 
 def _get(d, key, path, where: str):
@@ -438,6 +429,18 @@ def _coco_header(description: str) -> dict:
                             "keypoints": list(COCO_KEYPOINT_NAMES), "skeleton": COCO_SKELETON}]}
 
 
+def _write_frames(folder, frames, ids, pattern: str):
+    """Make ``folder``, write each frame's image as ``pattern % id``; yields (id, frame, file name,
+    height, width) for the caller's annotations."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    ids = list(range(len(frames))) if ids is None else list(ids)
+    for sid, s in zip(ids, frames, strict=True):
+        name = pattern % sid
+        _write_image(folder / name, s["image"])
+        yield sid, s, name, *s["image"].shape[:2]
+
+
 def write_rhd_fixture(folder, frames, ids=None, json_name: str = "test_rhd.json") -> Path:
     """Write ``frames`` (sample dicts in handlib order, metres) as mmpose's RHD test data:
     ``folder/%05d.png`` and ``folder/<json_name>``. Returns the json path.
@@ -445,14 +448,8 @@ def write_rhd_fixture(folder, frames, ids=None, json_name: str = "test_rhd.json"
     ``ids``: image ids (default 0, 1, ...). Keypoints are written nested (21, 3) in RHD order with
     visibility = valid; ``joint_cam`` in millimetres; ``bbox`` = tight keypoint box × 1.2.
     """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    ids = list(range(len(frames))) if ids is None else list(ids)
     d = _coco_header("RHD")
-    for sid, s in zip(ids, frames, strict=True):
-        h, w = s["image"].shape[:2]
-        name = f"{sid:05d}.png"
-        _write_image(folder / name, s["image"])
+    for sid, s, name, h, w in _write_frames(folder, frames, ids, "%05d.png"):
         K = np.asarray(s["K"], np.float64)
         kp2d = convert(np.asarray(s["kp2d"], np.float64), "handlib", "rhd")
         vis = convert(_valid(s)[:, None].astype(np.float64), "handlib", "rhd")
@@ -463,7 +460,7 @@ def write_rhd_fixture(folder, frames, ids=None, json_name: str = "test_rhd.json"
         d["annotations"].append({"id": sid, "image_id": sid, "category_id": 1, "iscrowd": 0, "bbox": box,
                                  "area": box[2] * box[3], "keypoints": np.hstack([kp2d, vis]).tolist(),
                                  "joint_cam": cam.tolist(), "hand_type": s["side"]})
-    path = folder / json_name
+    path = Path(folder) / json_name
     path.write_text(json.dumps(d))
     return path
 
@@ -475,14 +472,8 @@ def write_freihand_fixture(folder, frames, ids=None, json_name: str = "test_frei
     ``ids``: image numbers (default 0, 1, ...); pass ``a + k * 32560`` for version ``k`` of
     annotation ``a``. Images are JPEG (quality 95), as FreiHAND's.
     """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    ids = list(range(len(frames))) if ids is None else list(ids)
     d = _coco_header("FreiHand")
-    for sid, s in zip(ids, frames, strict=True):
-        h, w = s["image"].shape[:2]
-        name = f"{sid:08d}.jpg"
-        _write_image(folder / name, s["image"])
+    for sid, s, name, h, w in _write_frames(folder, frames, ids, "%08d.jpg"):
         kp2d = np.asarray(s["kp2d"], np.float64)
         kp = np.hstack([convert(kp2d, "handlib", "freihand"), _valid(s)[:, None].astype(np.float64)])
         bx, by, bw, bh = keypoint_box(kp2d)
@@ -495,7 +486,7 @@ def write_freihand_fixture(folder, frames, ids=None, json_name: str = "test_frei
             "id": sid, "image_id": sid,
             "segmentation": [[x0, y0, x0, ym, x0, y1, xm, y1, x1, y1, x1, ym, x1, y0, xm, y0]],
             "iscrowd": 0, "area": (x1 - x0) * (y1 - y0)})
-    path = folder / json_name
+    path = Path(folder) / json_name
     path.write_text(json.dumps(d))
     return path
 
