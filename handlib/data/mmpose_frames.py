@@ -228,6 +228,23 @@ def _frame_id(file_name: str, ann: dict, counts: dict) -> str:
 # ----------------------------------------------------------------------------------------------
 # Readers
 # ----------------------------------------------------------------------------------------------
+def _coco_annotations(path: Path, order: str):
+    """The annotations of an mmpose COCO file, parsed as both COCO readers need them.
+
+    Yields (where, (image index, image entry), annotation, keypoints (21, 3) [u, v, visibility]
+    in handlib order, box tuple, frame id, meta dict with image_id, ann_id, size).
+    """
+    by_id, anns, counts = _coco_index(_load_json(path), path)
+    for j, ann in enumerate(anns):
+        where = f"annotations[{j}]"
+        i, im = by_id[ann["image_id"]]
+        kp = _array(_get(ann, "keypoints", path, where), (21, 3), f"{where}.keypoints", path, flat_ok=True)
+        box = _array(_get(ann, "bbox", path, where), (4,), f"{where}.bbox", path)
+        meta = {"image_id": ann["image_id"], "ann_id": ann.get("id"), "size": (im["width"], im["height"])}
+        yield (where, (i, im), ann, convert(kp, order, "handlib"), tuple(float(b) for b in box),
+               _frame_id(im["file_name"], ann, counts), meta)
+
+
 def read_rhd_frames(json_path, image_root=None) -> list[RealFrame]:
     """mmpose's RHD COCO file (``test_rhd.json`` / ``rhd_test.json``) → one frame per annotation.
 
@@ -235,25 +252,17 @@ def read_rhd_frames(json_path, image_root=None) -> list[RealFrame]:
     (``hand_type``), box (``bbox``); RHD order converted to handlib's.
     """
     path = Path(json_path)
-    by_id, anns, counts = _coco_index(_load_json(path), path)
     frames = []
-    for j, ann in enumerate(anns):
-        where = f"annotations[{j}]"
-        i, im = by_id[ann["image_id"]]
-        kp = _array(_get(ann, "keypoints", path, where), (21, 3), f"{where}.keypoints", path, flat_ok=True)
+    for where, (i, im), ann, kp, box, frame_id, meta in _coco_annotations(path, "rhd"):
         cam = _array(_get(ann, "joint_cam", path, where), (21, 3), f"{where}.joint_cam", path, flat_ok=True)
         cp = _get(im, "cam_param", path, f"images[{i}]")
         K = _intrinsics(_get(cp, "focal", path, f"images[{i}].cam_param"),
                         _get(cp, "princpt", path, f"images[{i}].cam_param"), f"images[{i}].cam_param", path)
         side = _side(_get(ann, "hand_type", path, where), f"{where}.hand_type", path)
-        box = _array(_get(ann, "bbox", path, where), (4,), f"{where}.bbox", path)
-        kp = convert(kp, "rhd", "handlib")
         frames.append(RealFrame(
             image_path=_image_path(im["file_name"], path, image_root), source="rhd",
             kp2d=kp[:, :2].copy(), valid=kp[:, 2] > 0, kp3d=convert(cam, "rhd", "handlib") / 1000.0,
-            K=K, side=side, box=tuple(float(b) for b in box),
-            frame_id=_frame_id(im["file_name"], ann, counts),
-            meta={"image_id": ann["image_id"], "ann_id": ann.get("id"), "size": (im["width"], im["height"])}))
+            K=K, side=side, box=box, frame_id=frame_id, meta=meta))
     return frames
 
 
@@ -264,22 +273,16 @@ def read_freihand_frames(json_path, image_root=None) -> list[RealFrame]:
     FreiHAND ``annotation`` number (image id % 32,560) and the sample ``version``.
     """
     path = Path(json_path)
-    by_id, anns, counts = _coco_index(_load_json(path), path)
     frames = []
-    for j, ann in enumerate(anns):
-        where = f"annotations[{j}]"
-        _, im = by_id[ann["image_id"]]
-        kp = _array(_get(ann, "keypoints", path, where), (21, 3), f"{where}.keypoints", path, flat_ok=True)
-        box = _array(_get(ann, "bbox", path, where), (4,), f"{where}.bbox", path)
+    for _, (_, im), ann, kp, box, frame_id, meta in _coco_annotations(path, "freihand"):
         image_id = ann["image_id"]
-        meta = {"image_id": image_id, "ann_id": ann.get("id"), "size": (im["width"], im["height"])}
         if isinstance(image_id, int) and 0 <= image_id < len(FREIHAND_VERSIONS) * FREIHAND_UNIQUE:
             meta.update(annotation=image_id % FREIHAND_UNIQUE,
                         version=FREIHAND_VERSIONS[image_id // FREIHAND_UNIQUE])
         frames.append(RealFrame(
             image_path=_image_path(im["file_name"], path, image_root), source="freihand",
-            kp2d=convert(kp, "freihand", "handlib")[:, :2].copy(), valid=kp[:, 2] > 0, side="right",
-            box=tuple(float(b) for b in box), frame_id=_frame_id(im["file_name"], ann, counts), meta=meta))
+            kp2d=kp[:, :2].copy(), valid=kp[:, 2] > 0, side="right", box=box, frame_id=frame_id,
+            meta=meta))
     return frames
 
 
