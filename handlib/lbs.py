@@ -65,9 +65,19 @@ _PLAN_OF_TENSOR: dict[int, tuple] = {}  # id(parents) → (weakref, version, pla
 
 
 def _level_plan(parents: torch.Tensor) -> tuple:
-    """Joints in level order, each level's slice in it with its parents' positions (also in level
-    order), the permutation back to joint order, and a per-dtype constant cache. Cached per tree,
-    and per ``parents`` tensor so that repeated calls never read it back (a sync on CUDA)."""
+    """How to walk the tree one level at a time. Returns (order, sizes, links, inv, parent_pos,
+    diff, consts):
+
+    - order (J,): the joints level by level (None when that is already joint order), sizes: the
+      level lengths, inv: the permutation back to joint order (None likewise);
+    - links: per level below the root, the positions of the joints' parents in the level above,
+      or None when no gather is needed: the parents are the level above in order (MANO's finger
+      chains) or one shared parent that broadcasts (the wrist under the five finger roots);
+    - parent_pos (J,): each joint's parent in level order (the root's is itself);
+    - diff (J, J): diff @ J gives J_k − J_parent(k) (the root keeps J_0); consts: per-dtype cache.
+
+    Cached per tree, and per ``parents`` tensor so that repeated calls never read it back (a sync
+    on CUDA)."""
     hit = _PLAN_OF_TENSOR.get(id(parents))
     if hit is not None and hit[0]() is parents and hit[1] == parents._version:
         return hit[2]
@@ -75,20 +85,24 @@ def _level_plan(parents: torch.Tensor) -> tuple:
     plan = _PLAN_CACHE.get(key)
     if plan is None:
         par = np.asarray(key[0])
+        dev = parents.device
         levels = tree_levels(par)
         order = np.concatenate(levels)
         pos_of = np.empty_like(order)
         pos_of[order] = np.arange(len(order))
         starts = np.cumsum([0] + [len(lv) for lv in levels])
-        dev = parents.device
-        steps = [(int(starts[d]), int(starts[d + 1]), int(starts[d - 1]), int(starts[d]),
-                  torch.as_tensor(pos_of[par[levels[d]]] - starts[d - 1], device=dev))
-                 for d in range(1, len(levels))]
-        parent_pos = torch.as_tensor(pos_of[np.maximum(par[order], 0)], device=dev)  # level order; root → 0
-        select = np.zeros((len(par), len(par)))  # row k picks parent(k); the root's row is zero
-        select[np.arange(1, len(par)), par[1:]] = 1.0
-        plan = (torch.as_tensor(order, device=dev), steps, torch.as_tensor(np.argsort(order), device=dev),
-                torch.as_tensor(select, device=dev), parent_pos, {})
+        links = []
+        for d in range(1, len(levels)):
+            pos = pos_of[par[levels[d]]] - starts[d - 1]  # parents' positions in level d − 1
+            direct = np.array_equal(pos, np.arange(len(levels[d - 1]))) or (len(levels[d - 1]) == 1)
+            links.append(None if direct else torch.as_tensor(pos, device=dev))
+        identity = np.array_equal(order, np.arange(len(par)))
+        diff = np.eye(len(par))  # (diff @ J)_k = J_k − J_parent(k), the root's row keeps J_0
+        diff[np.arange(1, len(par)), par[1:]] = -1.0
+        plan = (None if identity else torch.as_tensor(order, device=dev), [len(lv) for lv in levels], links,
+                None if identity else torch.as_tensor(np.argsort(order), device=dev),
+                torch.as_tensor(pos_of[np.maximum(par[order], 0)], device=dev),
+                torch.as_tensor(diff, device=dev), {})
         _PLAN_CACHE[key] = plan
     _PLAN_OF_TENSOR[id(parents)] = (weakref.ref(parents), parents._version, plan)
     return plan
@@ -102,55 +116,63 @@ class _ForwardKinematics(torch.autograd.Function):
     joints t^G and A = [R^G | t^G − R^G J]. Backward walks the levels in reverse:
         ∂L_k = R^G_pᵀ ∂G_k   (top rows: [∂R_k | ∂rel_k]),
         ∂G_p += ∂G_k L_kᵀ    (= [∂R^G_k R_kᵀ + ∂t^G_k rel_kᵀ | ∂t^G_k], summed over children).
+    Intermediates are kept on ``ctx`` rather than through ``save_for_backward`` (PyTorch's advice
+    for tensors that are neither inputs nor outputs); at batch 1 each saved tensor costs ~20 µs.
     """
 
     @staticmethod
     def forward(ctx, rot_mats, joints, plan):
         posed, A, saved = _fk_forward(rot_mats, joints, plan)
-        ctx.plan = plan
-        ctx.save_for_backward(*saved)
+        ctx.plan, ctx.saved = plan, saved[:3]
+        ctx.save_for_backward(joints)
         return posed, A
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g_posed, g_A):
-        return (*_fk_backward(ctx.saved_tensors, ctx.plan, g_posed, g_A), None)
+        return (*_fk_backward((*ctx.saved, *ctx.saved_tensors), ctx.plan, g_posed, g_A), None)
 
 
 def _fk_forward(rot_mats, joints, plan):
     """Forward of :class:`_ForwardKinematics`: (posed joints, A, tensors for the backward)."""
-    order, steps, inv, sel, bottom, _ = plan
+    order, sizes, links, inv, _, diff, bottom = plan
     B, J = joints.shape[:2]
-    rel = joints - sel @ joints  # (B, J, 3) J_k − J_parent(k); the root keeps J_0
-    L = torch.cat([torch.cat([rot_mats, rel[..., None]], dim=-1), bottom.expand(B, J, 1, 4)],
-                  dim=-2)[:, order]  # (B, J, 4, 4) in level order
-    G = [L[:, :1, :3]]
-    for start, end, _, _, pos in steps:
-        G.append(G[-1][:, pos] @ L[:, start:end])  # (B, n, 3, 4)
+    rel = diff @ joints  # (B, J, 3) J_k − J_parent(k); the root keeps J_0
+    L = torch.cat([torch.cat([rot_mats, rel[..., None]], dim=-1), bottom.expand(B, J, 1, 4)], dim=-2)
+    Ls = (L if order is None else L[:, order]).split(sizes, dim=1)  # (B, n_d, 4, 4) per level
+    G = [Ls[0][:, :, :3]]  # global [R^G | t^G] per level, the root's is its local one
+    for L_d, link in zip(Ls[1:], links):  # a shared parent (B, 1, 3, 4) broadcasts
+        G.append((G[-1] if link is None else G[-1][:, link]) @ L_d)
     G_l = torch.cat(G, dim=1)
-    Gj = G_l[:, inv]  # (B, J, 3, 4) joint order
+    Gj = G_l if inv is None else G_l[:, inv]  # (B, J, 3, 4) joint order
     A = Gj.clone()
-    A[..., 3] -= (Gj[..., :3] @ joints[..., None])[..., 0]
-    return Gj[..., 3], A, (L, G_l, Gj, joints)
+    A[..., 3].sub_((Gj[..., :3] @ joints[..., None])[..., 0])
+    return Gj[..., 3], A, (Ls, G_l, Gj, joints)
 
 
-def _fk_backward(saved, plan, g_posed, g_A):
-    """Backward of :class:`_ForwardKinematics`: (∂L/∂rot_mats, ∂L/∂joints)."""
-    L, G_l, Gj, joints = saved
-    order, steps, inv, sel, _, parent_pos = plan
-    g_At = g_A[..., 3]  # (B, J, 3)
-    gG = g_A.clone()
-    gG[..., :3] -= g_At[..., :, None] * joints[..., None, :]  # from −R^G J
-    gG[..., 3] += g_posed
-    g_J = -(Gj[..., :3].transpose(-1, -2) @ g_At[..., None])[..., 0]
-    gG = gG[:, order]
-    for start, end, p_start, p_end, pos in reversed(steps):  # children before parents
-        gG[:, p_start:p_end].index_add_(1, pos, gG[:, start:end] @ L[:, start:end].transpose(-1, -2))
+def _fk_backward(saved, plan, g_posed, g_A, overwrite: bool = False):
+    """Backward of :class:`_ForwardKinematics`: (∂L/∂rot_mats, ∂L/∂joints). ``overwrite`` lets it
+    reuse g_A's memory (when the caller made g_A and has no other use for it)."""
+    Ls, G_l, Gj, joints = saved
+    order, sizes, links, inv, parent_pos, diff, _ = plan
+    g_RGJ = Gj[..., :3].transpose(-1, -2) @ g_A[..., 3:]  # (B, J, 3, 1) from −R^G J, for ∂J
+    gG = g_A if overwrite else g_A.clone()
+    gG[..., :3].sub_(gG[..., 3:] * joints[..., None, :])  # from −R^G J, for ∂R^G
+    gG[..., 3].add_(g_posed)
+    if order is not None:
+        gG = gG[:, order]
+    gGs = gG.split(sizes, dim=1)  # views: adding into one level adds into gG
+    for d in range(len(Ls) - 1, 0, -1):  # children before parents: ∂G_p += ∂G_k L_kᵀ
+        g_parent = gGs[d] @ Ls[d].transpose(-1, -2)
+        if links[d - 1] is not None:
+            gGs[d - 1].index_add_(1, links[d - 1], g_parent)
+        else:
+            gGs[d - 1].add_(g_parent if gGs[d - 1].shape[1] == g_parent.shape[1] else g_parent.sum(1, True))
     gL = G_l[:, parent_pos, :, :3].transpose(-1, -2) @ gG  # all levels at once: R^G_pᵀ ∂G_k
     gL[:, 0] = gG[:, 0]  # the root's local transform is its global one
-    gL = gL[:, inv]
-    g_rel = gL[..., 3]
-    return gL[..., :3], g_J + g_rel - sel.T @ g_rel
+    if inv is not None:
+        gL = gL[:, inv]
+    return gL[..., :3], torch.sub(diff.T @ gL[..., 3], g_RGJ[..., 0])  # rel = diff · J
 
 
 def rigid_transform(rot_mats: torch.Tensor, joints: torch.Tensor, parents: torch.Tensor):
@@ -169,12 +191,12 @@ def rigid_transform(rot_mats: torch.Tensor, joints: torch.Tensor, parents: torch
 
 
 def _fk_plan(parents: torch.Tensor, dtype) -> tuple:
-    """The level plan with its per-dtype constants (parent selection matrix, homogeneous row)."""
-    order, steps, inv, select, parent_pos, consts = _level_plan(parents)
+    """The level plan with its per-dtype constants (``diff`` in ``dtype``, the homogeneous row)."""
+    order, sizes, links, inv, parent_pos, diff, consts = _level_plan(parents)
     key = (dtype, parents.device)
     if key not in consts:
         bottom = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=dtype, device=parents.device)
-        consts[key] = (order, steps, inv, select.to(dtype), bottom, parent_pos)
+        consts[key] = (order, sizes, links, inv, parent_pos, diff.to(dtype), bottom)
     return consts[key]
 
 
@@ -183,8 +205,9 @@ class _Skin(torch.autograd.Function):
 
     The blended transforms T = W·A form a (B, V, 12) tensor; autograd through the obvious
     expression writes it out whole and keeps it (plus broadcast products) for backward. Here the
-    batch is processed in chunks small enough for T to stay in cache, the per-vertex 3×4 product
-    is fused into ``addcmul_``, and backward recomputes T instead of storing it.
+    batch is processed in chunks small enough for T to stay in cache, and backward recomputes T
+    instead of storing it (unless it is small). Vertices are homogeneous, [v; 1], so that the
+    per-vertex 3×4 product is one multiply and one sum.
     """
 
     CACHE_FLOATS = 160_000  # ~640 kB of T per chunk (float32): fits in L2 on common CPUs
@@ -197,13 +220,13 @@ class _Skin(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, weights, A, v_posed):
-        out, saved = _skin_forward(weights, A, v_posed)
-        ctx.save_for_backward(*saved)
+        out, (_, *ctx.saved) = _skin_forward(weights, A, v_posed)  # intermediates on ctx
+        ctx.save_for_backward(weights)
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        return _skin_backward(ctx.saved_tensors, grad, *ctx.needs_input_grad)
+        return _skin_backward((*ctx.saved_tensors, *ctx.saved), grad, *ctx.needs_input_grad)
 
 
 def _skin_forward(weights, A, v_posed):
@@ -211,43 +234,34 @@ def _skin_forward(weights, A, v_posed):
     B, J = A.shape[:2]
     V = weights.shape[0]
     At = A.reshape(B, J, 12).transpose(1, 2).reshape(B * 12, J)  # rows (b, i, j)
-    vT = v_posed.transpose(1, 2)  # (B, 3, V), a view
+    one = _constants(v_posed.dtype, v_posed.device).one
+    vh = torch.cat([v_posed.transpose(1, 2), one.expand(B, 1, V)], dim=1)  # (B, 4, V) homogeneous
     out = torch.empty(B, 3, V, dtype=v_posed.dtype, device=v_posed.device)
     for s, e in _Skin._chunks(B, V):
-        T = (At[s * 12:e * 12] @ weights.T).reshape(e - s, 3, 4, V)  # blended [R | t]
-        v, o = vT[s:e, None], out[s:e]  # (c, 1, 3, V), (c, 3, V)
-        torch.mul(T[:, :, 0], v[:, :, 0], out=o)
-        o.addcmul_(T[:, :, 1], v[:, :, 1]).addcmul_(T[:, :, 2], v[:, :, 2]).add_(T[:, :, 3])
+        T = (At[s * 12:e * 12] @ weights.T).view(e - s, 3, 4, V)  # blended [R | t] per vertex
+        torch.sum(T * vh[s:e, None], dim=2, out=out[s:e])  # v[b, i] = Σ_j T[b, i, j] vh[b, j]
     kept = T if B * 12 * V <= _Skin.KEEP_FLOATS and e - s == B else None  # one chunk: T is all
-    return out.transpose(1, 2), (weights, At, v_posed, kept)
+    return out.transpose(1, 2), (weights, At, vh, kept)
 
 
 def _skin_backward(saved, grad, need_w: bool, need_A: bool, need_v: bool):
     """Backward of :class:`_Skin`: (∂L/∂weights, ∂L/∂A, ∂L/∂v_posed), None where not needed."""
-    weights, At, v_posed, kept = saved
-    B, V, J = v_posed.shape[0], weights.shape[0], weights.shape[1]
-    gT = grad.transpose(1, 2)  # (B, 3, V)
-    vT = v_posed.transpose(1, 2)
+    weights, At, vh, kept = saved
+    B, V, J = vh.shape[0], weights.shape[0], weights.shape[1]
+    gT = grad.transpose(1, 2)[:, :, None]  # (B, 3, 1, V)
     g_At = torch.empty(B * 12, J, dtype=At.dtype, device=At.device) if need_A else None
     g_w = torch.zeros_like(weights) if need_w else None
-    g_v = torch.empty(B, 3, V, dtype=v_posed.dtype, device=v_posed.device) if need_v else None
+    g_v = torch.empty(B, 3, V, dtype=vh.dtype, device=vh.device) if need_v else None
     for s, e in _Skin._chunks(B, V):
-        g = gT[s:e]  # (c, 3, V)
         if need_A or need_w:
-            # dL/dT[b, i, j, v] = g[b, i, v] · [v_posed; 1][b, j, v]
-            dT = torch.empty(e - s, 3, 4, V, dtype=g.dtype, device=g.device)
-            torch.mul(g[:, :, None], vT[s:e, None], out=dT[:, :, :3])
-            dT[:, :, 3] = g
-            dT = dT.reshape((e - s) * 12, V)
+            dT = (gT[s:e] * vh[s:e, None]).reshape((e - s) * 12, V)  # ∂L/∂T[b, i, j] = g[b, i] vh[b, j]
             if need_A:
                 torch.mm(dT, weights, out=g_At[s * 12:e * 12])
             if need_w:
                 g_w.addmm_(dT.T, At[s * 12:e * 12])
         if need_v:
-            T = kept if kept is not None else (At[s * 12:e * 12] @ weights.T).reshape(e - s, 3, 4, V)
-            gv = g_v[s:e]  # dL/dv[b, j, v] = Σ_i T[b, i, j, v] g[b, i, v]
-            torch.mul(T[:, 0, :3], g[:, None, 0], out=gv)
-            gv.addcmul_(T[:, 1, :3], g[:, None, 1]).addcmul_(T[:, 2, :3], g[:, None, 2])
+            T = kept if kept is not None else (At[s * 12:e * 12] @ weights.T).view(e - s, 3, 4, V)
+            torch.sum(T[:, :, :3] * gT[s:e], dim=1, out=g_v[s:e])  # ∂L/∂v[b, j] = Σ_i T[b, i, j] g[b, i]
     g_A = g_At.reshape(B, 12, J).transpose(1, 2).reshape(B, J, 3, 4) if need_A else None
     return g_w, g_A, (g_v.transpose(1, 2) if need_v else None)
 
@@ -277,34 +291,35 @@ class _LBS(torch.autograd.Function):
     def forward(ctx, betas, pose, v_template, shapedirs, posedirs, J_regressor, lbs_weights, plan):
         B = max(betas.shape[0], pose.shape[0])
         V, C, L = shapedirs.shape
-        v_shaped = v_template + blend_shapes(betas, shapedirs)  # 1.
+        v_shaped = _shape_blend(betas, v_template, shapedirs)  # 1.
         J, J_dirs = _regress_joints(betas, v_template, v_shaped, shapedirs, J_regressor)  # 2.
-        R, angle, K, K2, sin, cos = _rodrigues(pose.reshape(B, -1, 3), SMPLX_EPS)
+        R, rodrigues = _rodrigues(pose.reshape(B, -1, 3), SMPLX_EPS)
         v_posed = _pose_blend(R, v_shaped, posedirs)  # 3.
         posed, A, fk_saved = _fk_forward(R, J, plan)  # 4.
         verts, skin_saved = _skin_forward(lbs_weights, A, v_posed)  # 5.
-        ctx.plan = plan
-        ctx.save_for_backward(pose, angle, K, K2, sin, cos, shapedirs, posedirs, J_regressor, J_dirs,
-                              *fk_saved, *skin_saved)
+        # inputs through save_for_backward (checked for in-place edits); intermediates on ctx,
+        # PyTorch's advice for tensors that are neither inputs nor outputs (cheaper at batch 1)
+        ctx.save_for_backward(pose, shapedirs, posedirs, J_regressor, lbs_weights)
+        ctx.plan, ctx.J_dirs, ctx.rodrigues = plan, J_dirs, rodrigues
+        ctx.fk, ctx.skin = fk_saved, skin_saved[1:]
         return verts, posed
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g_verts, g_posed):
-        pose, angle, K, K2, sin, cos, shapedirs, posedirs, J_regressor, J_dirs, *rest = ctx.saved_tensors
-        B = g_verts.shape[0]
-        _, g_A, g_vposed = _skin_backward(rest[4:], g_verts, False, True, True)
-        g_R, g_J = _fk_backward(rest[:4], ctx.plan, g_posed, g_A)
+        pose, shapedirs, posedirs, J_regressor, lbs_weights = ctx.saved_tensors
+        B, J_dirs = g_verts.shape[0], ctx.J_dirs
+        _, g_A, g_vposed = _skin_backward((lbs_weights, *ctx.skin), g_verts, False, True, True)
+        g_R, g_J = _fk_backward(ctx.fk, ctx.plan, g_posed, g_A, overwrite=True)
         if posedirs is not None:
-            g_R[:, 1:] += (g_vposed.reshape(B, -1) @ posedirs.T).reshape(B, -1, 3, 3)
+            g_R[:, 1:].add_((g_vposed.reshape(B, -1) @ posedirs.T).reshape(B, -1, 3, 3))
         L = shapedirs.shape[-1]
         if J_dirs is None:  # joints were regressed from the mesh
             g_betas = (g_vposed + J_regressor.T @ g_J).reshape(B, -1) @ shapedirs.reshape(-1, L)
         else:  # joints came from the pre-contracted basis
             g_betas = (g_vposed.reshape(B, -1) @ shapedirs.reshape(-1, L)
                        + g_J.reshape(B, -1) @ J_dirs.reshape(-1, L))
-        g_pose = _rodrigues_backward(g_R, pose.reshape(B, -1, 3), SMPLX_EPS, angle, K, K2, sin,
-                                     cos).reshape(B, -1)
+        g_pose = _rodrigues_backward(g_R, ctx.rodrigues).reshape(B, -1)
         need = ctx.needs_input_grad
         return (g_betas if need[0] else None), (g_pose if need[1] else None), *[None] * 6
 
@@ -321,14 +336,23 @@ def _regress_joints(betas, v_template, v_shaped, shapedirs, J_regressor):
     return J_regressor @ v_shaped, None
 
 
+def _shape_blend(betas, v_template, shapedirs):
+    """Step 1: v_shaped = v_template + shapedirs · β, (B, V, 3); one fused multiply-add when the
+    template is shared."""
+    if v_template.dim() != 2:
+        return v_template + blend_shapes(betas, shapedirs)
+    V, C, L = shapedirs.shape
+    return torch.addmm(v_template.reshape(1, V * C), betas, shapedirs.reshape(V * C, L).T).view(-1, V, C)
+
+
 def _pose_blend(rot_mats, v_shaped, posedirs):
     """Step 3: v_posed = v_shaped + posedirs · (R − I) over joints 1.. (skipped when None)."""
     if posedirs is None:
         return v_shaped
     B = rot_mats.shape[0]
-    eye = _constants(rot_mats.dtype, rot_mats.device)[1]
+    eye = _constants(rot_mats.dtype, rot_mats.device).eye
     pose_feature = (rot_mats[:, 1:] - eye).reshape(B, -1)  # (B, P)
-    return v_shaped + (pose_feature @ posedirs).reshape(B, -1, 3)
+    return torch.addmm(v_shaped.reshape(B, -1), pose_feature, posedirs).view(B, -1, 3)
 
 
 def lbs(betas: torch.Tensor, pose: torch.Tensor, v_template: torch.Tensor, shapedirs: torch.Tensor,
@@ -352,13 +376,14 @@ def lbs(betas: torch.Tensor, pose: torch.Tensor, v_template: torch.Tensor, shape
         joints: (B, J, 3) posed joints.
     """
     B = max(betas.shape[0], pose.shape[0])
-    betas, pose = betas.expand(B, -1), pose.expand(B, *pose.shape[1:])  # a batch of 1 broadcasts
+    if betas.shape[0] != B or pose.shape[0] != B:  # a batch of 1 broadcasts
+        betas, pose = betas.expand(B, -1), pose.expand(B, *pose.shape[1:])
     models = (v_template, shapedirs, posedirs, J_regressor, lbs_weights)
     if pose2rot and v_template.dim() == 2 and not any(t is not None and t.requires_grad for t in models):
         # the common case (gradients for β and θ only): one fused graph node
         return _LBS.apply(betas, pose, v_template, shapedirs, posedirs, J_regressor, lbs_weights,
                           _fk_plan(parents, pose.dtype))
-    v_shaped = v_template + blend_shapes(betas, shapedirs)  # 1. (B, V, 3)
+    v_shaped = _shape_blend(betas, v_template, shapedirs)  # 1. (B, V, 3)
     J = _regress_joints(betas, v_template, v_shaped, shapedirs, J_regressor)[0]  # 2. (B, J, 3)
     if pose2rot:
         rot_mats = axis_angle_to_matrix(pose.reshape(B, -1, 3))  # (B, J, 3, 3)

@@ -6,6 +6,8 @@ the convention of the paper's 4-d global rotation in h (Baek et al. 2019, Sec. 3
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 # smplx's Rodrigues guard: angle = ||r + 1e-8||. Keeping it makes handlib.lbs bit-compatible with
@@ -13,67 +15,85 @@ import torch
 SMPLX_EPS = 1e-8
 
 
+class _Consts(NamedTuple):
+    basis: torch.Tensor  # (3, 9): (k @ basis).reshape(3, 3) = [k]_×, the cross-product matrix of k
+    eye: torch.Tensor  # (3, 3)
+    vee: torch.Tensor  # (9, 4): vec(G) @ vee = (vee(G − Gᵀ), 2 tr G), vee([k]_×) = k
+    one: torch.Tensor  # () 1, so that 1 − cos θ is a tensor–tensor op
+    eps: torch.Tensor  # () the Rodrigues guard
+
+
 _CONSTS: dict = {}
 
 
-def _constants(dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(3, 9) M with (k @ M).reshape(3, 3) = [k]_× (the cross-product matrix of k), and I₃."""
-    key = (dtype, device)
+def _constants(dtype, device, eps: float = SMPLX_EPS) -> _Consts:
+    """Cached constant tensors. Python scalars in tensor arithmetic are wrapped into a new tensor
+    on every call (~2 µs each), which shows at batch 1, so the hot paths use these instead."""
+    key = (dtype, device, eps)
     if key not in _CONSTS:
         m = torch.zeros(3, 3, 3, dtype=dtype, device=device)
         m[0, 2, 1], m[0, 1, 2] = 1.0, -1.0  # x
         m[1, 0, 2], m[1, 2, 0] = 1.0, -1.0  # y
         m[2, 1, 0], m[2, 0, 1] = 1.0, -1.0  # z
-        _CONSTS[key] = (m.reshape(3, 9), torch.eye(3, dtype=dtype, device=device))
+        vee = torch.cat([m.reshape(3, 9).T, 2.0 * torch.eye(3, dtype=dtype, device=device).reshape(9, 1)], 1)
+        _CONSTS[key] = _Consts(m.reshape(3, 9), torch.eye(3, dtype=dtype, device=device), vee,
+                               torch.ones((), dtype=dtype, device=device),
+                               torch.full((), eps, dtype=dtype, device=device))
     return _CONSTS[key]
 
 
 def _rodrigues(rot_vecs: torch.Tensor, eps: float):
-    """R and the intermediates its gradient needs: θ = ‖r + ε‖, k = r / θ, [k]_×."""
-    angle = torch.linalg.vector_norm(rot_vecs + eps, dim=-1, keepdim=True)[..., None]  # (..., 1, 1)
-    basis, eye = _constants(rot_vecs.dtype, rot_vecs.device)
-    skew = ((rot_vecs / angle[..., 0]) @ basis).unflatten(-1, (3, 3))  # [k]_×
-    sin, cos = torch.sin(angle), torch.cos(angle)
-    skew2 = skew @ skew
-    return eye + sin * skew + (1.0 - cos) * skew2, angle, skew, skew2, sin, cos
+    """R = I + sin θ K + (1 − cos θ) K² with θ = ‖r + ε‖, K = [r / θ]_×, and what its gradient needs:
+    (s = r + ε, θ, k = r / θ, sin θ, 1 − cos θ, ∂R/∂θ at fixed K = cos θ K + sin θ K²)."""
+    c = _constants(rot_vecs.dtype, rot_vecs.device, eps)
+    s = rot_vecs + c.eps
+    theta = torch.linalg.vector_norm(s, dim=-1, keepdim=True)  # (..., 1)
+    k = rot_vecs / theta
+    K = (k @ c.basis).unflatten(-1, (3, 3))
+    sin, cos = theta.sin(), theta.cos()
+    omc = c.one - cos
+    K2 = K @ K
+    R = torch.addcmul(torch.addcmul(c.eye, sin[..., None], K), omc[..., None], K2)
+    dR = torch.addcmul(cos[..., None] * K, sin[..., None], K2)
+    return R, (s, theta, k, sin, omc, dR)
 
 
 class _AxisAngleToMatrix(torch.autograd.Function):
     """Rodrigues with a closed-form backward (one graph node instead of a dozen).
 
     With s = r + ε, θ = ‖s‖, k = r / θ, K = [k]_×, R = I + sin θ K + (1 − cos θ) K² and G = ∂L/∂R:
-        ∂L/∂θ|_K = cos θ ⟨G, K⟩ + sin θ ⟨G, K²⟩,   ∂L/∂K = sin θ G + (1 − cos θ)(G Kᵀ + Kᵀ G),
-        ∂L/∂k = vee(∂L/∂K − ∂L/∂Kᵀ) (the skew part read back as a vector),
-        ∂L/∂r = ∂L/∂k / θ + (∂L/∂θ|_K − ⟨∂L/∂k, r⟩ / θ²) s / θ.
+        ∂L/∂θ|_K = ⟨G, cos θ K + sin θ K²⟩,   ∂L/∂K = sin θ G + (1 − cos θ)(G Kᵀ + Kᵀ G),
+        ∂L/∂k = vee(∂L/∂K − ∂L/∂Kᵀ) = sin θ vee(G − Gᵀ) + (1 − cos θ)((G + Gᵀ) k − 2 tr(G) k)
+            (the skew part read back as a vector; for symmetric M, MK + KM = [(tr M − M) k]_×),
+        ∂L/∂r = (∂L/∂k + (∂L/∂θ|_K − ⟨∂L/∂k, k⟩ / θ) s) / θ.
     The backward is written in differentiable ops; under ``create_graph=True`` it recomputes the
     intermediates from r, so double backward works.
     """
 
     @staticmethod
     def forward(ctx, rot_vecs, eps):
-        R, angle, skew, skew2, sin, cos = _rodrigues(rot_vecs, eps)
-        ctx.eps = eps
-        ctx.save_for_backward(rot_vecs, angle, skew, skew2, sin, cos)
+        R, aux = _rodrigues(rot_vecs, eps)
+        ctx.eps, ctx.aux = eps, aux
+        ctx.save_for_backward(rot_vecs)
         return R
 
     @staticmethod
     def backward(ctx, G):
-        r, angle, K, K2, sin, cos = ctx.saved_tensors
-        if torch.is_grad_enabled():  # create_graph=True: rebuild the intermediates from r
-            _, angle, K, K2, sin, cos = _rodrigues(r, ctx.eps)
-        return _rodrigues_backward(G, r, ctx.eps, angle, K, K2, sin, cos), None
+        r, = ctx.saved_tensors
+        aux = _rodrigues(r, ctx.eps)[1] if torch.is_grad_enabled() else ctx.aux  # create_graph=True
+        return _rodrigues_backward(G, aux), None
 
 
-def _rodrigues_backward(G, r, eps, angle, K, K2, sin, cos):
-    """∂L/∂r from G = ∂L/∂R (see :class:`_AxisAngleToMatrix`)."""
-    g_theta = (cos * (G * K).sum((-1, -2), keepdim=True) + sin * (G * K2).sum((-1, -2), keepdim=True))
-    Kt = K.transpose(-1, -2)
-    gK = sin * G + (1.0 - cos) * (G @ Kt + Kt @ G)
-    gK = gK - gK.transpose(-1, -2)  # only the skew part of ∂L/∂K acts on k
-    g_k = torch.stack([gK[..., 2, 1], gK[..., 0, 2], gK[..., 1, 0]], dim=-1)  # (..., 3)
-    theta = angle[..., 0]  # (..., 1)
-    g_theta = g_theta[..., 0] - (g_k * r).sum(-1, keepdim=True) / theta**2
-    return g_k / theta + g_theta * (r + eps) / theta
+def _rodrigues_backward(G, aux):
+    """∂L/∂r from G = ∂L/∂R (see :class:`_AxisAngleToMatrix`); aux is :func:`_rodrigues`'s."""
+    s, theta, k, sin, omc, dR = aux
+    c = _constants(G.dtype, G.device)
+    Gf = G.flatten(-2)  # (..., 9)
+    w_tr = Gf @ c.vee  # (..., 4): vee(G − Gᵀ), 2 tr G
+    Mk = ((G + G.transpose(-1, -2)) @ k[..., None])[..., 0]
+    g_k = torch.addcmul(sin * w_tr[..., :3], omc, Mk - w_tr[..., 3:] * k)
+    g_theta = (Gf * dR.flatten(-2)).sum(-1, keepdim=True) - (g_k * k).sum(-1, keepdim=True) / theta
+    return torch.addcmul(g_k, g_theta, s) / theta
 
 
 def axis_angle_to_matrix(rot_vecs: torch.Tensor, eps: float = SMPLX_EPS) -> torch.Tensor:

@@ -375,4 +375,19 @@ def test_level_plan_follows_the_parents_tensor():
     before = _level_plan(parents)
     parents[3] = 1  # index3's parent becomes index1: a different tree
     after = _level_plan(parents)
-    assert after is not before and [len(s[4]) for s in after[1]] != [len(s[4]) for s in before[1]]
+    assert after is not before and after[1] != before[1]  # level sizes [1, 5, 5, 5] → [1, 5, 6, 4]
+
+
+def test_level_plan_gathers_only_where_the_tree_needs_it():
+    """MANO's finger chains need no gather between levels (the finger roots broadcast from the
+    wrist, each later level follows the one above in order); an irregular tree gathers."""
+    from handlib.lbs import _level_plan
+
+    order, sizes, links, inv = _level_plan(torch.tensor(MANO_PARENTS))[:4]
+    assert order.tolist() == [0, 1, 4, 7, 10, 13, 2, 5, 8, 11, 14, 3, 6, 9, 12, 15]
+    assert sizes == [1, 5, 5, 5] and links == [None, None, None] and torch.equal(order[inv], torch.arange(16))
+    order, sizes, links, inv = _level_plan(torch.tensor([-1, 0, 1, 2, 0, 4, 1]))[:4]  # the chain test's
+    assert sizes == [1, 2, 3, 1] and links[0] is None and links[1].tolist() == [0, 1, 0]
+    assert links[2].tolist() == [0]
+    chain = _level_plan(torch.tensor([-1, 0, 1]))
+    assert chain[0] is None and chain[3] is None  # already in level order: no permutation at all
