@@ -60,6 +60,14 @@ def tree_levels(parents) -> list[np.ndarray]:
     return [np.flatnonzero(depth == d) for d in range(depth.max() + 1)]
 
 
+def _version(t: torch.Tensor) -> int:
+    """A tensor's in-place edit counter, for caches keyed on tensors (inference tensors have none)."""
+    try:
+        return t._version
+    except RuntimeError:
+        return -1
+
+
 _PLAN_CACHE: dict[tuple, tuple] = {}  # (tree, device) → plan
 _PLAN_OF_TENSOR: dict[int, tuple] = {}  # id(parents) → (weakref, version, plan)
 
@@ -79,33 +87,37 @@ def _level_plan(parents: torch.Tensor) -> tuple:
     Cached per tree, and per ``parents`` tensor so that repeated calls never read it back (a sync
     on CUDA)."""
     hit = _PLAN_OF_TENSOR.get(id(parents))
-    if hit is not None and hit[0]() is parents and hit[1] == parents._version:
+    if hit is not None and hit[0]() is parents and hit[1] == _version(parents):
         return hit[2]
     key = (tuple(parents.tolist()), str(parents.device))
     plan = _PLAN_CACHE.get(key)
     if plan is None:
-        par = np.asarray(key[0])
-        dev = parents.device
-        levels = tree_levels(par)
-        order = np.concatenate(levels)
-        pos_of = np.empty_like(order)
-        pos_of[order] = np.arange(len(order))
-        starts = np.cumsum([0] + [len(lv) for lv in levels])
-        links = []
-        for d in range(1, len(levels)):
-            pos = pos_of[par[levels[d]]] - starts[d - 1]  # parents' positions in level d − 1
-            direct = np.array_equal(pos, np.arange(len(levels[d - 1]))) or (len(levels[d - 1]) == 1)
-            links.append(None if direct else torch.as_tensor(pos, device=dev))
-        identity = np.array_equal(order, np.arange(len(par)))
-        diff = np.eye(len(par))  # (diff @ J)_k = J_k − J_parent(k), the root's row keeps J_0
-        diff[np.arange(1, len(par)), par[1:]] = -1.0
-        plan = (None if identity else torch.as_tensor(order, device=dev), [len(lv) for lv in levels], links,
-                None if identity else torch.as_tensor(np.argsort(order), device=dev),
-                torch.as_tensor(pos_of[np.maximum(par[order], 0)], device=dev),
-                torch.as_tensor(diff, device=dev), {})
-        _PLAN_CACHE[key] = plan
-    _PLAN_OF_TENSOR[id(parents)] = (weakref.ref(parents), parents._version, plan)
+        with torch.inference_mode(False):  # cached: usable by autograd even if first made in inference mode
+            plan = _PLAN_CACHE[key] = _make_level_plan(key[0], parents.device)
+    _PLAN_OF_TENSOR[id(parents)] = (weakref.ref(parents), _version(parents), plan)
     return plan
+
+
+def _make_level_plan(parents: tuple, dev) -> tuple:
+    """:func:`_level_plan` for a tree given as a tuple of parent indices."""
+    par = np.asarray(parents)
+    levels = tree_levels(par)
+    order = np.concatenate(levels)
+    pos_of = np.empty_like(order)
+    pos_of[order] = np.arange(len(order))
+    starts = np.cumsum([0] + [len(lv) for lv in levels])
+    links = []
+    for d in range(1, len(levels)):
+        pos = pos_of[par[levels[d]]] - starts[d - 1]  # parents' positions in level d − 1
+        direct = np.array_equal(pos, np.arange(len(levels[d - 1]))) or (len(levels[d - 1]) == 1)
+        links.append(None if direct else torch.as_tensor(pos, device=dev))
+    identity = np.array_equal(order, np.arange(len(par)))
+    diff = np.eye(len(par))  # (diff @ J)_k = J_k − J_parent(k), the root's row keeps J_0
+    diff[np.arange(1, len(par)), par[1:]] = -1.0
+    return (None if identity else torch.as_tensor(order, device=dev), [len(lv) for lv in levels], links,
+            None if identity else torch.as_tensor(np.argsort(order), device=dev),
+            torch.as_tensor(pos_of[np.maximum(par[order], 0)], device=dev),
+            torch.as_tensor(diff, device=dev), {})
 
 
 class _ForwardKinematics(torch.autograd.Function):
@@ -195,8 +207,9 @@ def _fk_plan(parents: torch.Tensor, dtype) -> tuple:
     order, sizes, links, inv, parent_pos, diff, consts = _level_plan(parents)
     key = (dtype, parents.device)
     if key not in consts:
-        bottom = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=dtype, device=parents.device)
-        consts[key] = (order, sizes, links, inv, parent_pos, diff.to(dtype), bottom)
+        with torch.inference_mode(False):
+            bottom = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=dtype, device=parents.device)
+            consts[key] = (order, sizes, links, inv, parent_pos, diff.to(dtype), bottom)
     return consts[key]
 
 
@@ -277,51 +290,92 @@ def skin(lbs_weights: torch.Tensor, A: torch.Tensor, v_posed: torch.Tensor) -> t
     return _Skin.apply(lbs_weights, A, v_posed)
 
 
+_BASIS_CACHE: dict[tuple, tuple] = {}  # ((id, version) of the arrays) → (weakrefs, basis)
+
+
+def _model_basis(v_template, shapedirs, J_regressor) -> tuple:
+    """What LBS needs from the model arrays alone: shapedirs as S (V·3, L) and Sᵀ (contiguous),
+    the rest joints J_regressor · v_template (1, J·3) and the joint shape basis
+    J_regressor · shapedirs (J·3, L). Joints are linear in β, so with these they cost one
+    (B, L)·(L, J·3) product instead of a (J, V)·(V, 3) one per mesh (step 2), and ∂β from the
+    joints one (B, J·3)·(J·3, L) product. Cached per set of arrays (identity and version), so a
+    model pays for it once; at most 16 sets are kept."""
+    arrays = (v_template, shapedirs, J_regressor)
+    key = tuple((id(t), _version(t)) for t in arrays)
+    hit = _BASIS_CACHE.get(key)
+    if hit is not None and all(ref() is t for ref, t in zip(hit[0], arrays)):
+        return hit[1]
+    V, C, L = shapedirs.shape
+    with torch.inference_mode(False), torch.no_grad():
+        S = shapedirs.reshape(V * C, L)
+        basis = (S, S.T.contiguous(), (J_regressor @ v_template).reshape(1, -1),
+                 (J_regressor @ shapedirs.reshape(V, C * L)).reshape(-1, L))
+    if len(_BASIS_CACHE) >= 16:
+        _BASIS_CACHE.pop(next(iter(_BASIS_CACHE)))
+    _BASIS_CACHE[key] = (tuple(weakref.ref(t) for t in arrays), basis)
+    return basis
+
+
 class _LBS(torch.autograd.Function):
     """All of LBS as one graph node, for the common case where only β and θ need gradients.
 
-    Forward runs steps 1–5 without recording a graph; backward chains the hand-derived backwards
-    of skinning (:func:`_skin_backward`), the kinematic chain (:func:`_fk_backward`), the pose blend
-    shapes (∂pose_feature = ∂v_posed · posedirsᵀ), joint regression (∂v_shaped += J_regressorᵀ ∂J),
-    shape blend shapes (∂β = ∂v_shaped · shapedirs) and Rodrigues (``rotations._rodrigues_backward``).
-    At batch 1 this replaces ~20 autograd nodes by one; the maths is the modular path's.
+    Forward runs steps 1–5 (:func:`_lbs_forward`) without recording a graph; backward
+    (:func:`_lbs_backward`) chains the hand-derived backwards of each step. At batch 1 this
+    replaces ~20 autograd nodes by one; the maths is the modular path's.
+
+    Both run under ``torch.inference_mode``: nothing inside needs autograd, and inference mode
+    also skips view tracking and version counters, which is ~15% of the time at batch 1. Only
+    copies leave it (outputs and gradients must be ordinary tensors); the intermediates kept for
+    backward stay on ``ctx`` (PyTorch's advice for tensors that are neither inputs nor outputs).
     """
 
     @staticmethod
     def forward(ctx, betas, pose, v_template, shapedirs, posedirs, J_regressor, lbs_weights, plan):
-        B = max(betas.shape[0], pose.shape[0])
-        V, C, L = shapedirs.shape
-        v_shaped = _shape_blend(betas, v_template, shapedirs)  # 1.
-        J, J_dirs = _regress_joints(betas, v_template, v_shaped, shapedirs, J_regressor)  # 2.
-        R, rodrigues = _rodrigues(pose.reshape(B, -1, 3), SMPLX_EPS)
-        v_posed = _pose_blend(R, v_shaped, posedirs)  # 3.
-        posed, A, fk_saved = _fk_forward(R, J, plan)  # 4.
-        verts, skin_saved = _skin_forward(lbs_weights, A, v_posed)  # 5.
-        # inputs through save_for_backward (checked for in-place edits); intermediates on ctx,
-        # PyTorch's advice for tensors that are neither inputs nor outputs (cheaper at batch 1)
-        ctx.save_for_backward(pose, shapedirs, posedirs, J_regressor, lbs_weights)
-        ctx.plan, ctx.J_dirs, ctx.rodrigues = plan, J_dirs, rodrigues
-        ctx.fk, ctx.skin = fk_saved, skin_saved[1:]
-        return verts, posed
+        with torch.inference_mode():
+            verts, posed, ctx.saved = _lbs_forward(betas, pose, v_template, shapedirs, posedirs,
+                                                   J_regressor, lbs_weights, plan)
+        ctx.plan = plan
+        # the arrays backward reads (directly or through _model_basis): unpacking them checks
+        # that none was edited in place in between
+        ctx.save_for_backward(posedirs, lbs_weights, shapedirs, J_regressor)
+        return verts.clone(), posed.clone()
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g_verts, g_posed):
-        pose, shapedirs, posedirs, J_regressor, lbs_weights = ctx.saved_tensors
-        B, J_dirs = g_verts.shape[0], ctx.J_dirs
-        _, g_A, g_vposed = _skin_backward((lbs_weights, *ctx.skin), g_verts, False, True, True)
-        g_R, g_J = _fk_backward(ctx.fk, ctx.plan, g_posed, g_A, overwrite=True)
-        if posedirs is not None:
-            g_R[:, 1:].add_((g_vposed.reshape(B, -1) @ posedirs.T).reshape(B, -1, 3, 3))
-        L = shapedirs.shape[-1]
-        if J_dirs is None:  # joints were regressed from the mesh
-            g_betas = (g_vposed + J_regressor.T @ g_J).reshape(B, -1) @ shapedirs.reshape(-1, L)
-        else:  # joints came from the pre-contracted basis
-            g_betas = (g_vposed.reshape(B, -1) @ shapedirs.reshape(-1, L)
-                       + g_J.reshape(B, -1) @ J_dirs.reshape(-1, L))
-        g_pose = _rodrigues_backward(g_R, ctx.rodrigues).reshape(B, -1)
+        with torch.inference_mode():
+            g_betas, g_pose = _lbs_backward(ctx.saved, *ctx.saved_tensors[:2], ctx.plan, g_verts, g_posed)
         need = ctx.needs_input_grad
-        return (g_betas if need[0] else None), (g_pose if need[1] else None), *[None] * 6
+        return (g_betas.clone() if need[0] else None), (g_pose.clone() if need[1] else None), *[None] * 6
+
+
+def _lbs_forward(betas, pose, v_template, shapedirs, posedirs, J_regressor, lbs_weights, plan):
+    """Steps 1–5 in sequence: (verts, posed joints, what :func:`_lbs_backward` needs)."""
+    B, (V, C, _) = max(betas.shape[0], pose.shape[0]), shapedirs.shape
+    S, S_T, J_rest, J_dirs = _model_basis(v_template, shapedirs, J_regressor)
+    v_shaped = torch.addmm(v_template.reshape(1, V * C), betas, S_T).view(B, V, C)  # 1.
+    J = torch.addmm(J_rest, betas, J_dirs.T).view(B, -1, C)  # 2. J_regressor · v_shaped
+    R, rodrigues = _rodrigues(pose.reshape(B, -1, 3), SMPLX_EPS)
+    v_posed = _pose_blend(R, v_shaped, posedirs)  # 3.
+    posed, A, fk_saved = _fk_forward(R, J, plan)  # 4.
+    verts, skin_saved = _skin_forward(lbs_weights, A, v_posed)  # 5.
+    return verts, posed, (S, J_dirs, rodrigues, fk_saved, skin_saved[1:])
+
+
+def _lbs_backward(saved, posedirs, lbs_weights, plan, g_verts, g_posed):
+    """(∂L/∂β, ∂L/∂θ) from ∂L/∂verts and ∂L/∂posed joints: skinning (:func:`_skin_backward`), the
+    chain (:func:`_fk_backward`), pose blend shapes (∂pose_feature = ∂v_posed · posedirsᵀ), shape
+    blend shapes and joint regression (∂β = ∂v_posed · S + ∂J · J_dirs, see :func:`_model_basis`)
+    and Rodrigues (:func:`~handlib.rotations._rodrigues_backward`)."""
+    S, J_dirs, rodrigues, fk_saved, skin_saved = saved
+    B = g_verts.shape[0]
+    _, g_A, g_vposed = _skin_backward((lbs_weights, *skin_saved), g_verts, False, True, True)
+    g_R, g_J = _fk_backward(fk_saved, plan, g_posed, g_A, overwrite=True)
+    g_v = g_vposed.reshape(B, -1)
+    if posedirs is not None:
+        g_R[:, 1:].add_((g_v @ posedirs.T).view(B, -1, 3, 3))
+    g_betas = torch.addmm(g_v @ S, g_J.reshape(B, -1), J_dirs)
+    return g_betas, _rodrigues_backward(g_R, rodrigues).reshape(B, -1)
 
 
 def _regress_joints(betas, v_template, v_shaped, shapedirs, J_regressor):

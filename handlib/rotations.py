@@ -31,15 +31,19 @@ def _constants(dtype, device, eps: float = SMPLX_EPS) -> _Consts:
     on every call (~2 µs each), which shows at batch 1, so the hot paths use these instead."""
     key = (dtype, device, eps)
     if key not in _CONSTS:
-        m = torch.zeros(3, 3, 3, dtype=dtype, device=device)
-        m[0, 2, 1], m[0, 1, 2] = 1.0, -1.0  # x
-        m[1, 0, 2], m[1, 2, 0] = 1.0, -1.0  # y
-        m[2, 1, 0], m[2, 0, 1] = 1.0, -1.0  # z
-        vee = torch.cat([m.reshape(3, 9).T, 2.0 * torch.eye(3, dtype=dtype, device=device).reshape(9, 1)], 1)
-        _CONSTS[key] = _Consts(m.reshape(3, 9), torch.eye(3, dtype=dtype, device=device), vee,
-                               torch.ones((), dtype=dtype, device=device),
-                               torch.full((), eps, dtype=dtype, device=device))
+        with torch.inference_mode(False):  # usable by autograd even if first made in inference mode
+            _CONSTS[key] = _make_constants(dtype, device, eps)
     return _CONSTS[key]
+
+
+def _make_constants(dtype, device, eps: float) -> _Consts:
+    m = torch.zeros(3, 3, 3, dtype=dtype, device=device)
+    m[0, 2, 1], m[0, 1, 2] = 1.0, -1.0  # x
+    m[1, 0, 2], m[1, 2, 0] = 1.0, -1.0  # y
+    m[2, 1, 0], m[2, 0, 1] = 1.0, -1.0  # z
+    vee = torch.cat([m.reshape(3, 9).T, 2.0 * torch.eye(3, dtype=dtype, device=device).reshape(9, 1)], 1)
+    one = torch.ones((), dtype=dtype, device=device)
+    return _Consts(m.reshape(3, 9), torch.eye(3, dtype=dtype, device=device), vee, one, one * eps)
 
 
 def _rodrigues(rot_vecs: torch.Tensor, eps: float):

@@ -391,3 +391,54 @@ def test_level_plan_gathers_only_where_the_tree_needs_it():
     assert links[2].tolist() == [0]
     chain = _level_plan(torch.tensor([-1, 0, 1]))
     assert chain[0] is None and chain[3] is None  # already in level order: no permutation at all
+
+
+def test_caches_made_in_inference_mode_still_serve_autograd(mano_arrays):
+    """The fused path runs under inference mode internally, and users may call the model under it
+    first: cached constants and level plans must still work in autograd afterwards, and what
+    leaves the fused path (outputs, gradients) must be ordinary tensors."""
+    import importlib
+
+    from handlib import rotations
+
+    lbs_module = importlib.import_module("handlib.lbs")  # handlib.lbs is also the function's name
+
+    lbs_module._PLAN_CACHE.clear()
+    lbs_module._PLAN_OF_TENSOR.clear()
+    rotations._CONSTS.clear()
+    m = _torch_model(mano_arrays)
+    betas, pose = torch.randn(2, 10, dtype=F64), torch.randn(2, 48, dtype=F64)
+    with torch.inference_mode():
+        v_inf, _ = lbs(betas, pose, **m)  # fills the caches inside inference mode
+    b, p = betas.clone().requires_grad_(True), pose.clone().requires_grad_(True)
+    v, j = lbs(b, p, **m)  # fused path
+    assert not v.is_inference() and not j.is_inference() and torch.equal(v, v_inf)
+    (v.square().sum() + j.sum()).backward()
+    assert not b.grad.is_inference() and not p.grad.is_inference()
+    b.grad.add_(1.0)  # an in-place update of .grad outside inference mode must be allowed
+    m_grad = dict(m, lbs_weights=m["lbs_weights"].clone().requires_grad_(True))  # modular path
+    v2, _ = lbs(betas, pose.requires_grad_(True), **m_grad)
+    v2.sum().backward()
+    assert m_grad["lbs_weights"].grad is not None and torch.allclose(v2, v)
+
+
+def test_model_basis_cache_follows_the_arrays(mano_arrays):
+    """The fused path caches the joint shape basis per set of model arrays: an in-place edit of
+    an array is seen by the next call (it equals smplx on the edited arrays), an edit between
+    forward and backward is refused, and arrays made under inference mode still work."""
+    m = _torch_model(mano_arrays)
+    betas, pose = torch.randn(2, 10, dtype=F64), torch.randn(2, 48, dtype=F64)
+    lbs(betas, pose, **m)
+    m["shapedirs"].mul_(1.5)  # same tensor, new values
+    m["J_regressor"][:, :5] *= 0.5
+    ours, ref = lbs(betas, pose, **m), smplx_lbs(betas, pose, **m)
+    assert all(torch.allclose(a, b, atol=1e-10) for a, b in zip(ours, ref))
+    b = betas.clone().requires_grad_(True)
+    v, _ = lbs(b, pose, **m)
+    m["shapedirs"].mul_(2.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        v.sum().backward()
+    with torch.inference_mode():
+        m_inf = {k: t.clone() for k, t in m.items()}
+        v_inf, _ = lbs(betas, pose, **m_inf)
+    assert torch.allclose(v_inf, smplx_lbs(betas, pose, **m_inf)[0], atol=1e-10)
