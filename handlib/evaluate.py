@@ -86,7 +86,9 @@ class _Scores:
                "mask_iou": _mean(self.mask["iou"]), "mask_precision": _mean(self.mask["precision"]),
                "mask_recall": _mean(self.mask["recall"]), "mask_f": _mean(self.mask["f"]),
                "mesh_pa_mm": _mean(self.mesh["pa_mm"]), "mesh_f5": _mean(self.mesh["f5"]),
-               "mesh_f15": _mean(self.mesh["f15"])}
+               "mesh_f15": _mean(self.mesh["f15"]),
+               "per_keypoint_mm": [float(v) for v in s["per_keypoint_mean_mm"]],
+               "per_keypoint_px": [float(v) for v in p2["per_keypoint_mean_px"]]}
         return {k + suffix: v for k, v in out.items()}
 
 
@@ -127,7 +129,7 @@ def score_batch(batch: dict, joints, j2d, verts=None, silhouette=None, gt_verts=
     Returns:
         dict: auc_20_50, mean_mm, median_mm, pck, auc_0_50, pck_0_50, mpjpe_mm, pa_mpjpe_mm,
         mean_mm_root, mean_mm_procrustes, mean_px, auc_2d, mask_iou, mask_precision, mask_recall,
-        mask_f, mesh_pa_mm, mesh_f5, mesh_f15.
+        mask_f, mesh_pa_mm, mesh_f5, mesh_f15, per_keypoint_mm, per_keypoint_px.
     """
     scores = _Scores()
     scores.update(batch, joints, j2d, verts, silhouette, gt_verts)
@@ -149,7 +151,9 @@ def evaluate_model(model, dataset, batch_size: int = 32, device="cpu", workers: 
         auc_2d; mean_px_refiner (the 2D pose refiner's output); mask_iou, mask_precision,
         mask_recall, mask_f (means over samples with a mask, NaN without); mesh_pa_mm (mean vertex
         error after Procrustes alignment, mm), mesh_f5, mesh_f15 (mean F-scores at 5 and 15 mm),
-        means over samples with ground-truth h, NaN without; with ``refine`` the same keys +
+        means over samples with ground-truth h, NaN without; per_keypoint_mm (21 mean 3D errors,
+        bone-scale aligned, handlib order, NaN for a keypoint never valid) and per_keypoint_px
+        (the same in 2D); with ``refine`` the same keys +
         "_refined" (not the thresholds), refine_iterations and refine_seconds_per_image.
     """
     model.eval().to(device)

@@ -49,6 +49,11 @@ def _check_points(pred, gt) -> tuple[int, int, int]:
     return tuple(pred.shape)
 
 
+def _tensor(x):
+    """A tensor as is; a numpy array or nested list as a tensor (metrics accept both)."""
+    return x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+
+
 def _check_valid(valid, B: int, K: int, device) -> torch.Tensor:
     """``valid`` as a bool (B, K) tensor (nonzero = valid); None means all valid."""
     if valid is None:
@@ -227,16 +232,17 @@ def pck_curve(errors: torch.Tensor, valid: torch.Tensor | None, thresholds, per_
     visible keypoints weigh more. The two agree when every keypoint is valid in every sample.
 
     Args:
-        errors: (B, K) distances, e.g. from :func:`keypoint_errors`.
-        valid: (B, K) nonzero where the keypoint counts, or None for all.
+        errors: (B, K) distances, e.g. from :func:`keypoint_errors` (tensor or numpy).
+        valid: (B, K) nonzero where the keypoint counts, or None for all (tensor or numpy).
         thresholds: (T,) thresholds in the errors' units.
         per_keypoint: average per-keypoint curves (True) or pool (False).
     Returns:
         (T,) float64 PCK values in [0, 1].
     """
+    errors = _tensor(errors)
     check_shape(errors, "errors", ("B", "K"), floating=True)
     B, K = errors.shape
-    v = _check_valid(valid, B, K, errors.device).cpu()
+    v = _check_valid(None if valid is None else _tensor(valid), B, K, errors.device).cpu()
     e = errors.detach().double().cpu()
     t = _thresholds(thresholds)
     if not v.any():
@@ -278,12 +284,8 @@ def pck_auc(dists, valid, lo: float = 20.0, hi: float = 50.0, steps: int = 31) -
     Returns:
         (auc, curve): the area in [0, 1] and the (steps,) PCK curve.
     """
-    e = dists if isinstance(dists, torch.Tensor) else torch.as_tensor(np.asarray(dists))
-    e = e.to(torch.float64)
-    if valid is not None and not isinstance(valid, torch.Tensor):
-        valid = torch.as_tensor(np.asarray(valid))
     t = torch.linspace(float(lo), float(hi), int(steps), dtype=torch.float64)
-    curve = pck_curve(e, valid, t, per_keypoint=True)
+    curve = pck_curve(_tensor(dists).to(torch.float64), valid, t, per_keypoint=True)
     return auc(t, curve), curve
 
 

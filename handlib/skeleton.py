@@ -18,6 +18,9 @@ Other orders are given as ``ORDERS[name][j] = handlib index of that dataset's j-
 * ``"stb"``: palm centre, then pinky, ring, middle, index, thumb, each from MCP to tip
   (Zhang et al. 2016). STB's keypoint 0 is the *palm centre*, not the wrist: ``convert`` only
   permutes, so the dataset reader is responsible for moving it to the wrist if wanted.
+* ``"interhand"``: InterHand2.6M's per-hand order: thumb, index, middle, ring, pinky, each from
+  tip to MCP (thumb: tip to CMC), then the wrist *last* (its annotations' skeleton.txt; mmpose's
+  interhand3d dataset_info).
 * ``"freihand"`` and ``"handlib"``: the identity.
 """
 from __future__ import annotations
@@ -67,6 +70,7 @@ ORDERS = {
     "mano": (0, 5, 6, 7, 9, 10, 11, 17, 18, 19, 13, 14, 15, 1, 2, 3, 4, 8, 12, 16, 20),
     "rhd": (0, 4, 3, 2, 1, 8, 7, 6, 5, 12, 11, 10, 9, 16, 15, 14, 13, 20, 19, 18, 17),
     "stb": (0, 17, 18, 19, 20, 13, 14, 15, 16, 9, 10, 11, 12, 5, 6, 7, 8, 1, 2, 3, 4),
+    "interhand": (4, 3, 2, 1, 8, 7, 6, 5, 12, 11, 10, 9, 16, 15, 14, 13, 20, 19, 18, 17, 0),
 }
 # Handlib keypoint of each MANO joint 0..15 (the first 16 entries of the "mano" order).
 MANO_JOINT_TO_KEYPOINT = ORDERS["mano"][:16]
@@ -93,7 +97,7 @@ def convert(kp, src: str, dst: str):
 
     Args:
         kp: (..., 21, D) numpy array or tensor (D = 2 or 3, or any trailing size).
-        src, dst: order names: "handlib", "freihand", "mano", "rhd", "stb".
+        src, dst: order names: "handlib", "freihand", "mano", "rhd", "stb", "interhand".
     Returns:
         The same type and shape, reordered.
     """

@@ -98,6 +98,15 @@ def test_new_keys_match_the_metrics_functions(model):
     assert res["mesh_pa_mm"] == pytest.approx(float(ms["pa_mm"].mean()), rel=1e-4)
     assert res["mesh_f5"] == pytest.approx(float(ms["f"][:, 0].mean()), abs=0.01)
     assert res["mesh_f15"] == pytest.approx(float(ms["f"][:, 1].mean()), abs=0.01)
+    # per-keypoint errors: a plain masked mean per column, in handlib order
+    v = batch["valid"].bool()
+    per_kp = [float(e[:, k][v[:, k]].mean()) if v[:, k].any() else math.nan for k in range(21)]
+    assert res["per_keypoint_mm"] == pytest.approx(per_kp, rel=1e-5, nan_ok=True)
+    assert res["per_keypoint_mm"][0] == pytest.approx(0.0, abs=1e-6)  # the root, aligned by definition
+    e2d = keypoint_errors(out.j2d, batch["kp2d"], batch["valid"])
+    assert res["per_keypoint_px"] == pytest.approx(
+        [float(e2d[:, k][v[:, k]].mean()) for k in range(21)], rel=1e-5)
+    assert len(res["per_keypoint_mm_refined"]) == 21
 
 
 def _perfect(batch, hand_model):

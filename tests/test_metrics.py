@@ -110,6 +110,9 @@ def test_pck_matches_loop(per_keypoint, dtype):
     pck = pck_curve(errors, valid, THRESHOLDS_3D_MM, per_keypoint=per_keypoint)
     ref = _pck_loop(errors, valid, THRESHOLDS_3D_MM, per_keypoint)
     assert pck.shape == (31,) and np.allclose(pck.numpy(), ref)
+    if dtype == torch.float64:  # numpy in, same curve out
+        from_numpy = pck_curve(errors.numpy(), valid.numpy(), THRESHOLDS_3D_MM, per_keypoint=per_keypoint)
+        assert torch.equal(from_numpy, pck)
 
 
 def test_pck_modes_differ_with_uneven_valid_and_agree_without():

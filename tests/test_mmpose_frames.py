@@ -11,7 +11,7 @@ import pytest
 
 from handlib.data import DataError, SyntheticHands
 from handlib.data import mmpose_frames as mf
-from handlib.skeleton import BONES, FINGERS
+from handlib.skeleton import BONES, FINGERS, convert
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "mmpose_testdata"  # ../shared
 WRIST, THUMB_TIP, INDEX_MCP, PINKY_TIP = 0, 4, 5, 20
@@ -174,8 +174,8 @@ def test_interhand_world_to_camera_with_a_known_rotation(tmp_path):
 
 def test_interhand_order_maps_both_ways():
     kp = np.arange(21 * 3, dtype=float).reshape(21, 3)
-    np.testing.assert_array_equal(mf.handlib_to_interhand(mf.interhand_to_handlib(kp)), kp)
-    ih = mf.handlib_to_interhand(kp)
+    np.testing.assert_array_equal(convert(convert(kp, "interhand", "handlib"), "handlib", "interhand"), kp)
+    ih = convert(kp, "handlib", "interhand")
     assert ih[20, 0] == kp[WRIST, 0] and ih[0, 0] == kp[THUMB_TIP, 0] and ih[7, 0] == kp[INDEX_MCP, 0]
 
 

@@ -29,7 +29,7 @@ Formats (as found in mmpose's files; the fixture writers reproduce them key for 
       joint_3d: {capture: {frame_idx: {world_coord (42, 3) mm, joint_valid 42 x [bool],
                 hand_type, hand_type_valid}}}
       Joints 0-20 are the RIGHT hand, 21-41 the LEFT, each in InterHand order (thumb, index,
-      middle, ring, pinky, each from tip to MCP/CMC, then the wrist LAST: :data:`INTERHAND_ORDER`).
+      middle, ring, pinky, each from tip to MCP/CMC, then the wrist LAST: ``skeleton.ORDERS["interhand"]``).
       There are no 2D keypoints: kp2d is the projection of the camera-frame joints with K.
 
 Conventions of :class:`RealFrame`: handlib keypoint order, pixels with centres at integers (the
@@ -49,15 +49,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..skeleton import NUM_KEYPOINTS, convert
+from ..skeleton import convert
 from .common import DataError, read_image, read_json
 
 SOURCES = ("rhd", "freihand", "interhand")
-# InterHand2.6M's per-hand order as handlib indices (skeleton.ORDERS convention: INTERHAND_ORDER[j]
-# = handlib index of InterHand's j-th joint): thumb4..thumb1 (tip..CMC), index4..1, middle4..1,
-# ring4..1, pinky4..1, wrist. Source: InterHand2.6M annotations/skeleton.txt and mmpose's
-# interhand3d dataset_info (right_thumb4, right_thumb3, ... right_wrist).
-INTERHAND_ORDER = (4, 3, 2, 1, 8, 7, 6, 5, 12, 11, 10, 9, 16, 15, 14, 13, 20, 19, 18, 17, 0)
+# InterHand2.6M's per-hand order is skeleton.ORDERS["interhand"] (tip → MCP per finger, wrist last).
 INTERHAND_HANDS = {"right": slice(0, 21), "left": slice(21, 42)}  # of the 42 joints
 INTERHAND_WRIST = 20  # per-hand index of the wrist (the root whose validity gates the hand)
 FREIHAND_UNIQUE = 32560  # FreiHAND training: image i shows annotation i % 32560
@@ -286,20 +282,6 @@ def read_freihand_frames(json_path, image_root=None) -> list[RealFrame]:
     return frames
 
 
-def interhand_to_handlib(kp: np.ndarray) -> np.ndarray:
-    """(..., 21, D) in InterHand2.6M's per-hand order → handlib order."""
-    if kp.shape[-2] != NUM_KEYPOINTS:
-        raise ValueError(f"kp: expected shape (..., 21, D), got {tuple(kp.shape)}")
-    return kp[..., np.argsort(INTERHAND_ORDER), :]
-
-
-def handlib_to_interhand(kp: np.ndarray) -> np.ndarray:
-    """(..., 21, D) in handlib order → InterHand2.6M's per-hand order."""
-    if kp.shape[-2] != NUM_KEYPOINTS:
-        raise ValueError(f"kp: expected shape (..., 21, D), got {tuple(kp.shape)}")
-    return kp[..., list(INTERHAND_ORDER), :]
-
-
 def _interhand_files(folder: Path) -> dict:
     found = {}
     for kind in ("camera", "data", "joint_3d"):
@@ -362,9 +344,9 @@ def read_interhand_frames(folder, image_root=None) -> list[RealFrame]:
             uv[valid] = project(xyz[valid], K)
             frames.append(RealFrame(
                 image_path=(Path(image_root) if image_root is not None else folder) / im["file_name"],
-                source="interhand", kp2d=interhand_to_handlib(uv),
-                valid=interhand_to_handlib(valid[:, None])[:, 0],
-                kp3d=interhand_to_handlib(xyz), K=K, side=side, box=tuple(float(b) for b in box),
+                source="interhand", kp2d=convert(uv, "interhand", "handlib"),
+                valid=convert(valid[:, None], "interhand", "handlib")[:, 0],
+                kp3d=convert(xyz, "interhand", "handlib"), K=K, side=side, box=tuple(float(b) for b in box),
                 frame_id=f"{Path(im['file_name']).stem}_{side}",
                 meta={"image_id": ann["image_id"], "capture": cap, "camera": cam_id, "frame_idx": fidx,
                       "hand_type": hand_type, "size": (im["width"], im["height"]),
@@ -532,9 +514,9 @@ def write_interhand_fixture(folder, frames, rotations=None, campos=None, seed: i
         uv = []
         for side, s in hands.items():
             sl = INTERHAND_HANDS[side]
-            xyz_mm = handlib_to_interhand(np.asarray(s["kp3d"], np.float64)) * 1000.0
+            xyz_mm = convert(np.asarray(s["kp3d"], np.float64), "handlib", "interhand") * 1000.0
             world[sl] = xyz_mm @ R + t  # Rᵀ·x + t, row-wise
-            valid[sl] = handlib_to_interhand(_valid(s)[:, None])[:, 0]
+            valid[sl] = convert(_valid(s)[:, None], "handlib", "interhand")[:, 0]
             uv.append(project(np.asarray(s["kp3d"], np.float64), K)[_valid(s)])
         h, w = first["image"].shape[:2]
         name = f"image{fidx}.jpg"
