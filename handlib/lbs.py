@@ -359,15 +359,15 @@ class _LBS(torch.autograd.Function):
 
 def _lbs_forward(betas, pose, v_template, shapedirs, posedirs, J_regressor, lbs_weights, plan):
     """Steps 1–5 in sequence: (verts, posed joints, what :func:`_lbs_backward` needs)."""
-    B, (V, C, _) = max(betas.shape[0], pose.shape[0]), shapedirs.shape
-    S, S_T, J_rest, J_dirs = _model_basis(v_template, shapedirs, J_regressor)
-    v_shaped = torch.addmm(v_template.reshape(1, V * C), betas, S_T).view(B, V, C)  # 1.
-    J = torch.addmm(J_rest, betas, J_dirs.T).view(B, -1, C)  # 2. J_regressor · v_shaped
+    B = max(betas.shape[0], pose.shape[0])
+    basis = _model_basis(v_template, shapedirs, J_regressor)
+    v_shaped = _shape_blend(betas, v_template, shapedirs, basis)  # 1.
+    J = _regress_joints(betas, v_shaped, J_regressor, basis)  # 2.
     R, rodrigues = _rodrigues(pose.reshape(B, -1, 3), SMPLX_EPS)
     v_posed = _pose_blend(R, v_shaped, posedirs)  # 3.
     posed, A, fk_saved = _fk_forward(R, J, plan)  # 4.
     verts, skin_saved = _skin_forward(lbs_weights, A, v_posed)  # 5.
-    return verts, posed, (S, J_dirs, rodrigues, fk_saved, skin_saved[1:])
+    return verts, posed, (basis[0], basis[3], rodrigues, fk_saved, skin_saved[1:])
 
 
 def _lbs_backward(saved, posedirs, lbs_weights, plan, g_verts, g_posed):
@@ -386,25 +386,29 @@ def _lbs_backward(saved, posedirs, lbs_weights, plan, g_verts, g_posed):
     return g_betas, _rodrigues_backward(g_R, rodrigues).reshape(B, -1)
 
 
-def _regress_joints(betas, v_template, v_shaped, shapedirs, J_regressor):
-    """Step 2: ((B, J, 3) joints, the joint basis J_dirs (J, 3, L) or None).
-
-    Joints are linear in β: for large batches regress the template and the basis once
-    (J × V × 3L work) instead of every mesh (J × V × 3B)."""
-    if v_template.dim() == 2 and v_shaped.shape[0] > shapedirs.shape[-1]:
-        V, C, L = shapedirs.shape
-        J_dirs = (J_regressor @ shapedirs.reshape(V, C * L)).reshape(-1, C, L)  # (J, 3, L)
-        return (J_regressor @ v_template) + blend_shapes(betas, J_dirs), J_dirs
-    return J_regressor @ v_shaped, None
-
-
-def _shape_blend(betas, v_template, shapedirs):
-    """Step 1: v_shaped = v_template + shapedirs · β, (B, V, 3); one fused multiply-add when the
-    template is shared."""
-    if v_template.dim() != 2:
+def _shape_blend(betas, v_template, shapedirs, basis=None):
+    """Step 1: v_shaped = v_template + shapedirs · β, (B, V, 3); with the cached
+    :func:`_model_basis` one fused multiply-add."""
+    if basis is None:
         return v_template + blend_shapes(betas, shapedirs)
-    V, C, L = shapedirs.shape
-    return torch.addmm(v_template.reshape(1, V * C), betas, shapedirs.reshape(V * C, L).T).view(-1, V, C)
+    V, C, _ = shapedirs.shape
+    return torch.addmm(v_template.reshape(1, V * C), betas, basis[1]).view(-1, V, C)
+
+
+def _regress_joints(betas, v_shaped, J_regressor, basis=None):
+    """Step 2: (B, J, 3) joints, J_regressor · v_shaped; with the cached :func:`_model_basis`
+    from the joint shape basis instead (J·3·L work per mesh instead of J·V·3)."""
+    if basis is None:
+        return J_regressor @ v_shaped
+    return torch.addmm(basis[2], betas, basis[3].T).view(v_shaped.shape[0], -1, 3)
+
+
+def _constant_basis(v_template, shapedirs, J_regressor):
+    """:func:`_model_basis` when it is valid to cache (one template, no array needs gradients)."""
+    arrays = (v_template, shapedirs, J_regressor)
+    if v_template.dim() != 2 or any(t.requires_grad for t in arrays):
+        return None
+    return _model_basis(*arrays)
 
 
 def _pose_blend(rot_mats, v_shaped, posedirs):
@@ -445,8 +449,9 @@ def lbs(betas: torch.Tensor, pose: torch.Tensor, v_template: torch.Tensor, shape
         # the common case (gradients for β and θ only): one fused graph node
         return _LBS.apply(betas, pose, v_template, shapedirs, posedirs, J_regressor, lbs_weights,
                           _fk_plan(parents, pose.dtype))
-    v_shaped = _shape_blend(betas, v_template, shapedirs)  # 1. (B, V, 3)
-    J = _regress_joints(betas, v_template, v_shaped, shapedirs, J_regressor)[0]  # 2. (B, J, 3)
+    basis = _constant_basis(v_template, shapedirs, J_regressor)
+    v_shaped = _shape_blend(betas, v_template, shapedirs, basis)  # 1. (B, V, 3)
+    J = _regress_joints(betas, v_shaped, J_regressor, basis)  # 2. (B, J, 3)
     if pose2rot:
         rot_mats = axis_angle_to_matrix(pose.reshape(B, -1, 3))  # (B, J, 3, 3)
     else:

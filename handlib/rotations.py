@@ -10,8 +10,8 @@ from typing import NamedTuple
 
 import torch
 
-# smplx's Rodrigues guard: angle = ||r + 1e-8||. Keeping it makes handlib.lbs bit-compatible with
-# smplx.lbs.lbs and keeps the gradient finite at r = 0; its bias is below 1e-8 rad.
+# smplx's Rodrigues guard: angle = ||r + 1e-8||. Keeping it makes handlib.lbs equal smplx.lbs.lbs
+# to float64 round-off and keeps the gradient finite at r = 0; its bias is below 1e-8 rad.
 SMPLX_EPS = 1e-8
 
 
@@ -37,6 +37,7 @@ def _constants(dtype, device, eps: float = SMPLX_EPS) -> _Consts:
 
 
 def _make_constants(dtype, device, eps: float) -> _Consts:
+    """The tensors of :class:`_Consts` (uncached)."""
     m = torch.zeros(3, 3, 3, dtype=dtype, device=device)
     m[0, 2, 1], m[0, 1, 2] = 1.0, -1.0  # x
     m[1, 0, 2], m[1, 2, 0] = 1.0, -1.0  # y
