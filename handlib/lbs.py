@@ -75,6 +75,7 @@ def _version(t: torch.Tensor) -> int:
         return -1
 
 
+_CACHE_SIZE = 16  # entries kept by the caches keyed on tensor identity (oldest dropped first)
 _PLAN_CACHE: dict[tuple, tuple] = {}  # (tree, device) → plan
 _PLAN_OF_TENSOR: dict[int, tuple] = {}  # id(parents) → (weakref, version, plan)
 
@@ -101,6 +102,8 @@ def _level_plan(parents: torch.Tensor) -> tuple:
     if plan is None:
         with torch.inference_mode(False):  # cached: usable by autograd even if first made in inference mode
             plan = _PLAN_CACHE[key] = _make_level_plan(key[0], parents.device)
+    if len(_PLAN_OF_TENSOR) >= _CACHE_SIZE:  # bounded: a process may make many parents tensors
+        _PLAN_OF_TENSOR.pop(next(iter(_PLAN_OF_TENSOR)), None)
     _PLAN_OF_TENSOR[id(parents)] = (weakref.ref(parents), _version(parents), plan)
     return plan
 
@@ -307,7 +310,7 @@ def _model_basis(v_template, shapedirs, J_regressor) -> tuple:
     J_regressor · shapedirs (J·3, L). Joints are linear in β, so with these they cost one
     (B, L)·(L, J·3) product instead of a (J, V)·(V, 3) one per mesh (step 2), and ∂β from the
     joints one (B, J·3)·(J·3, L) product. Cached per set of arrays (identity and version), so a
-    model pays for it once; at most 16 sets are kept."""
+    model pays for it once; at most ``_CACHE_SIZE`` sets are kept."""
     arrays = (v_template, shapedirs, J_regressor)
     key = tuple((id(t), _version(t)) for t in arrays)
     hit = _BASIS_CACHE.get(key)
@@ -318,8 +321,8 @@ def _model_basis(v_template, shapedirs, J_regressor) -> tuple:
         S = shapedirs.reshape(V * C, L)
         basis = (S, S.T.contiguous(), (J_regressor @ v_template).reshape(1, -1),
                  (J_regressor @ shapedirs.reshape(V, C * L)).reshape(-1, L))
-    if len(_BASIS_CACHE) >= 16:
-        _BASIS_CACHE.pop(next(iter(_BASIS_CACHE)))
+    if len(_BASIS_CACHE) >= _CACHE_SIZE:  # oldest first
+        _BASIS_CACHE.pop(next(iter(_BASIS_CACHE)), None)
     _BASIS_CACHE[key] = (tuple(weakref.ref(t) for t in arrays), basis)
     return basis
 

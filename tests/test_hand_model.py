@@ -442,3 +442,19 @@ def test_model_basis_cache_follows_the_arrays(mano_arrays):
         m_inf = {k: t.clone() for k, t in m.items()}
         v_inf, _ = lbs(betas, pose, **m_inf)
     assert torch.allclose(v_inf, smplx_lbs(betas, pose, **m_inf)[0], atol=1e-10)
+
+
+def test_tensor_keyed_caches_stay_bounded(mano_arrays):
+    """Caches keyed on tensor identity keep at most _CACHE_SIZE entries however many models a
+    process makes, and an evicted model still gives the right answer."""
+    import importlib
+
+    lbs_module = importlib.import_module("handlib.lbs")
+    m = _torch_model(mano_arrays)
+    betas, pose = torch.randn(1, 10, dtype=F64), torch.randn(1, 48, dtype=F64)
+    first = {k: t.clone() for k, t in m.items()}
+    for _ in range(3 * lbs_module._CACHE_SIZE):
+        lbs(betas, pose, **{k: t.clone() for k, t in m.items()})
+    assert len(lbs_module._PLAN_OF_TENSOR) <= lbs_module._CACHE_SIZE
+    assert len(lbs_module._BASIS_CACHE) <= lbs_module._CACHE_SIZE
+    assert torch.allclose(lbs(betas, pose, **first)[0], smplx_lbs(betas, pose, **first)[0], atol=1e-10)
