@@ -95,8 +95,8 @@ def test_lbs_gradients_equal_smplx(mano_arrays):
 
 @pytest.mark.parametrize("broadcast_betas,B", [(False, 3), (True, 3), (False, 12)])
 def test_fused_path_gradients_equal_smplx(mano_arrays, broadcast_betas, B):
-    """Only β and θ need gradients: lbs runs as one fused node; its gradients equal smplx's.
-    B = 12 > 10 shape directions takes the pre-contracted joint basis."""
+    """Only β and θ need gradients: lbs runs as one fused node; its gradients equal smplx's (joints
+    and ∂β come from the cached joint basis, whatever B)."""
     m = _torch_model(mano_arrays)
     betas = torch.randn(1 if broadcast_betas else B, 10, dtype=F64, requires_grad=True)
     pose = (torch.randn(B, 48, dtype=F64) * 0.5).requires_grad_(True)
