@@ -1,0 +1,84 @@
+"""fit: the keypoint twin model, closed-form translation, and recovering known hands."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+
+from handlib import fit
+from handlib.metrics import align_procrustes
+
+K = np.array([[600.0, 0.0, 320.0], [0.0, 600.0, 240.0], [0.0, 0.0, 1.0]])
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_keypoint_model_equals_full_model(side):
+    full, small, _ = fit._models(side)
+    g = torch.Generator().manual_seed(1)
+    pose = 0.4 * torch.randn(5, 45, generator=g, dtype=torch.float64)
+    betas = torch.randn(5, 10, generator=g, dtype=torch.float64)
+    a, b = full(pose=pose, betas=betas).joints, small(pose=pose, betas=betas).joints
+    assert small.num_verts == 21 and full.num_verts > 700
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+def test_kabsch_recovers_a_rotation():
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(21, 3))
+    A -= A.mean(0)
+    R = Rotation.random(random_state=3).as_matrix()
+    np.testing.assert_allclose(fit.kabsch(A, A @ R.T), R, atol=1e-12)
+    assert np.linalg.det(fit.kabsch(A, -A)) == pytest.approx(1.0)  # a reflection is never returned
+
+
+def test_solve_translation_is_exact_for_a_perfect_hand():
+    rng = np.random.default_rng(0)
+    rel = rng.normal(scale=0.05, size=(21, 3))
+    rel -= rel[0]
+    t = np.array([0.05, -0.03, 0.45])
+    X = rel + t
+    uv = X[:, :2] / X[:, 2:] * 600.0 + K[:2, 2]
+    np.testing.assert_allclose(fit.solve_translation(rel, uv, K), t, atol=1e-12)
+
+
+def _hand(side, seed, noise_px=0.0):
+    """A known hand: (kp2d, world in a rotated detector frame, true camera joints)."""
+    full, _, std = fit._models(side)
+    rng = np.random.default_rng(seed)
+    x = np.zeros(fit.N_PARAMS)
+    x[fit._POSE] = (rng.normal(size=10) * std[:10]) @ full.hands_components.numpy()[:10]
+    x[fit._BETA] = rng.normal(scale=0.8, size=10)
+    x[fit._ROT] = Rotation.random(random_state=seed).as_rotvec()
+    x[fit._TRANS] = [0.02, -0.01, 0.5]
+    with torch.no_grad():
+        J = fit._posed(full, torch.as_tensor(x[None]))[0].numpy()
+    kp2d = J[:, :2] / J[:, 2:] * 600.0 + K[:2, 2] + rng.normal(scale=noise_px, size=(21, 2)) if noise_px else \
+        J[:, :2] / J[:, 2:] * 600.0 + K[:2, 2]
+    tilt = Rotation.from_rotvec([0.1, -0.05, 0.08]).as_matrix()  # the detector's frame is not the camera's
+    world = (J - J[0]) @ tilt.T
+    return kp2d, world, J
+
+
+@pytest.mark.parametrize("side,seed", [("right", 0), ("left", 1), ("right", 2)])
+def test_fit_recovers_a_known_hand(side, seed):
+    kp2d, world, J = _hand(side, seed)
+    res = fit.fit_hand(kp2d, K, world, side=side)
+    err2d = np.linalg.norm(res.j2d - kp2d, axis=1).mean()
+    pa = (align_procrustes(torch.as_tensor(res.joints)[None], torch.as_tensor(J)[None])[0]
+          - torch.as_tensor(J)).norm(dim=-1).mean()
+    assert err2d < 1.0, err2d
+    assert 1000 * float(pa) < 3.0
+    assert np.linalg.norm(res.joints - J, axis=1).mean() < 0.02  # depth within ~2 cm at 0.5 m
+    assert res.verts.shape[1] == 3 and res.iterations >= 1 and set(res.costs) >= {"2d", "world"}
+
+
+def test_an_outlier_keypoint_does_not_drag_the_rest():
+    kp2d, world, J = _hand("right", 4)
+    bad = kp2d.copy()
+    bad[8] += 60.0  # the index tip 60 px off (a detector mistake)
+    clean = fit.fit_hand(kp2d, K, world).j2d
+    res = fit.fit_hand(bad, K, world)
+    others = np.delete(np.arange(21), 8)
+    assert np.linalg.norm(res.j2d[others] - clean[others], axis=1).mean() < 1.5
+    assert np.linalg.norm(res.j2d[8] - kp2d[8]) < 15.0  # the model, not the outlier, places the tip
