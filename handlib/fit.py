@@ -48,6 +48,13 @@ class FitConfig:
     pose_prior: float = 0.3  # per standard deviation of the PCA pose prior (Mahalanobis)
     shape_prior: float = 1.0  # per unit of β (β is in standard deviations)
     tol: float = 1e-6  # stop when the relative cost decrease falls below this
+    # The convention gap: MediaPipe's wrist keypoint lies distal of the datasets' wrist joint
+    # centre, toward the middle MCP: +8.9, +14.0, +16.1, +4.6 mm on the four hands with 3D labels in
+    # ../shared/realdata (RHD ×3, InterHand ×1; MediaPipe's 2D minus the projected GT, along the
+    # wrist→middle-MCP line). Modelling it (this many mm, in the 2D and world terms) made those
+    # hands' PA-MPJPE worse (14.4 → 15.3 mm, 2D unchanged), so it is off by default. The MCPs showed
+    # no consistent offset along the palm normal or the bone (signs differ between hands).
+    wrist_offset_mm: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +129,7 @@ class _Evidence:
 def _residuals(model, x: torch.Tensor, ev: _Evidence, cfg: FitConfig,
                terms: tuple = ("2d", "world", "prior")) -> dict:
     """Weighted residual blocks, each (B, n), for a batch of parameter vectors (B, 61)."""
-    J = _posed(model, x)
+    J = detector_keypoints(_posed(model, x), cfg.wrist_offset_mm)
     out = {}
     if "2d" in terms and ev.kp2d is not None:
         e = (_project(J, ev.K) - ev.kp2d) / cfg.px_scale  # (B, 21, 2)
@@ -134,6 +141,15 @@ def _residuals(model, x: torch.Tensor, ev: _Evidence, cfg: FitConfig,
         out["pose_prior"] = cfg.pose_prior * z
         out["shape_prior"] = cfg.shape_prior * x[:, _BETA]
     return out
+
+
+def detector_keypoints(J: torch.Tensor, wrist_offset_mm: float) -> torch.Tensor:
+    """(B, 21, 3) joint centres → where the detector puts its keypoints (the wrist moved distally)."""
+    if not wrist_offset_mm:
+        return J
+    d = J[:, 9] - J[:, 0]
+    wrist = J[:, 0] + wrist_offset_mm / 1000.0 * d / d.norm(dim=-1, keepdim=True)
+    return torch.cat([wrist[:, None], J[:, 1:]], dim=1)
 
 
 def _stack(blocks: dict) -> torch.Tensor:
@@ -185,7 +201,7 @@ def initial_fit(model: HandModel, ev: _Evidence, cfg: FitConfig) -> np.ndarray:
     """Step 1: rotation from the palm (Kabsch), then pose and shape from the world landmarks (GN)."""
     x = np.zeros(N_PARAMS)
     with torch.no_grad():
-        rest = _posed(model, torch.as_tensor(x[None]))[0].numpy()
+        rest = detector_keypoints(_posed(model, torch.as_tensor(x[None])), cfg.wrist_offset_mm)[0].numpy()
     P, W = rest[list(PALM)], ev.world.numpy()[list(PALM)]
     R = kabsch(P - P.mean(0), W - W.mean(0))
     x[_ROT] = _matrix_to_rotvec(R)
@@ -252,12 +268,12 @@ def _fit(kp2d, K, world, side, cfg, arrays, t0) -> FitResult:
     # up to a small tilt: the start of step 3, which then fits the camera rotation to the 2D.
     x = initial_fit(model, ev, cfg)
     with torch.no_grad():
-        J = _posed(model, torch.as_tensor(x[None]))[0]
+        J = detector_keypoints(_posed(model, torch.as_tensor(x[None])), cfg.wrist_offset_mm)[0]
     x[_TRANS] = solve_translation((J - J[:1]).numpy(), kp2d, K, ev.w2d.numpy())  # step 2
 
     def update(x):  # robust 2D weights and the world landmarks' rotation, at the current x
         with torch.no_grad():
-            J = _posed(model, torch.as_tensor(x[None]))[0]
+            J = detector_keypoints(_posed(model, torch.as_tensor(x[None])), cfg.wrist_offset_mm)[0]
         e = (_project(J, ev.K) - ev.kp2d).norm(dim=-1)
         ev.w2d = ev.w2d_base / (1.0 + (e / cfg.robust_px) ** 2)  # Cauchy IRLS: gross outliers fade out
         rel = (J - J[:1]).numpy()
