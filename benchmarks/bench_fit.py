@@ -1,0 +1,64 @@
+"""Real-photo fit speed: MediaPipe detection + :func:`handlib.fit.fit_hand`, seconds per hand.
+
+Target (issue #15): ≤ 0.3 s for the fit and ≤ 0.5 s end to end (detection + fit) per hand on
+2 CPU cores. Runs on the annotated frames in ``../shared/realdata/mmpose_testdata`` (research-only,
+read in place) with their true focal lengths; each photo is detected and every detected hand fitted
+``--runs`` times, the median reported. The first detection and fit (model loading) are not timed.
+
+    python benchmarks/bench_fit.py [--root ../shared/realdata/mmpose_testdata] [--runs 3]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "realdata"
+                    / "mmpose_testdata")
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args(argv)
+
+    from handlib.data.mmpose_frames import read_frames
+    from handlib.evidence_pretrained import PretrainedEvidence
+    from handlib.fit import fit_hand
+
+    frames = [f for f in read_frames(args.root) if f.K is not None]
+    photos = {str(f.image_path): f for f in frames}  # one entry per photo (InterHand: two hands)
+    detector = PretrainedEvidence()
+    warm = next(iter(photos.values()))
+    for d in detector.detect(warm.image())[:1]:
+        fit_hand(d.kp2d, warm.K, d.world, d.side)
+    det_s, fit_s, iters = [], [], []
+    for f in photos.values():
+        image = f.image()
+        times, dets = [], []
+        for _ in range(args.runs):
+            t0 = time.perf_counter()
+            dets = detector.detect(image)
+            times.append(time.perf_counter() - t0)
+        for d in dets:
+            runs = []
+            for _ in range(args.runs):
+                res = fit_hand(d.kp2d, f.K, d.world, d.side)
+                runs.append(res.seconds)
+            fit_s.append(statistics.median(runs))
+            det_s.append(statistics.median(times) / len(dets))
+            iters.append(res.iterations)
+            print(f"{f.source:9s} {f.frame_id:18s} {d.side:5s} detect {det_s[-1]:.3f} s  "
+                  f"fit {fit_s[-1]:.3f} s ({res.iterations} LM iterations)")
+    if not fit_s:
+        raise SystemExit(f"no hand detected in {len(photos)} photos under {args.root}")
+    total = np.array(det_s) + np.array(fit_s)
+    print(f"{len(fit_s)} hands in {len(photos)} photos: fit median {statistics.median(fit_s):.3f} s "
+          f"(max {max(fit_s):.3f}), detection + fit median {float(np.median(total)):.3f} s "
+          f"(max {total.max():.3f}); LM iterations median {statistics.median(iters):.0f}")
+
+
+if __name__ == "__main__":
+    main()
