@@ -36,8 +36,8 @@ def test_synthetic_labels_bit_identical_images_within_one_level_across_kernels(t
         env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
         env.update(var)
         out = tmp_path / f"s{i}.npz"
-        procs.append((out, subprocess.Popen([sys.executable, "-c", _GENERATE, str(out), var["OMP_NUM_THREADS"]],
-                                            env=env, stderr=subprocess.PIPE, text=True)))
+        cmd = [sys.executable, "-c", _GENERATE, str(out), var["OMP_NUM_THREADS"]]
+        procs.append((out, subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)))
     for _, p in procs:
         assert p.wait(timeout=600) == 0, p.stderr.read()[-2000:]
     a, b = (np.load(out) for out, _ in procs)

@@ -42,7 +42,7 @@ def test_solve_translation_is_exact_for_a_perfect_hand():
     np.testing.assert_allclose(fit.solve_translation(rel, uv, K), t, atol=1e-12)
 
 
-def _hand(side, seed, noise_px=0.0):
+def _hand(side, seed):
     """A known hand: (kp2d, world in a rotated detector frame, true camera joints)."""
     full, _, std = fit._models(side)
     rng = np.random.default_rng(seed)
@@ -53,8 +53,7 @@ def _hand(side, seed, noise_px=0.0):
     x[fit._TRANS] = [0.02, -0.01, 0.5]
     with torch.no_grad():
         J = fit._posed(full, torch.as_tensor(x[None]))[0].numpy()
-    kp2d = J[:, :2] / J[:, 2:] * 600.0 + K[:2, 2] + rng.normal(scale=noise_px, size=(21, 2)) if noise_px else \
-        J[:, :2] / J[:, 2:] * 600.0 + K[:2, 2]
+    kp2d = J[:, :2] / J[:, 2:] * 600.0 + K[:2, 2]
     tilt = Rotation.from_rotvec([0.1, -0.05, 0.08]).as_matrix()  # the detector's frame is not the camera's
     world = (J - J[0]) @ tilt.T
     return kp2d, world, J

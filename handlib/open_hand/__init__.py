@@ -56,10 +56,10 @@ from .rig import joint_regressor, shape_directions, skinning_weights
 
 __all__ = [
     "ASSET_PATH", "ASSET_SHAPES", "ASSET_VERSION", "BONE_LENGTH_RANGES_MM", "FINGERS", "FINGER_JOINTS",
-    "JOINT_LIMITS_DEG", "LOCAL_TO_WORLD", "SHAPE_NAMES", "OpenHandParams", "asset_difference", "boundary_loops",
-    "build_open_hand", "forward_kinematics", "hand_sdf", "joint_axes", "joint_regressor", "load_asset",
-    "pose_prior", "rest_skeleton", "save_asset", "self_intersections", "shape_directions",
-    "skinning_weights",
+    "JOINT_LIMITS_DEG", "LOCAL_TO_WORLD", "SHAPE_NAMES", "OpenHandParams", "asset_difference",
+    "boundary_loops", "build_open_hand", "forward_kinematics", "hand_sdf", "joint_axes",
+    "joint_regressor", "load_asset", "pose_prior", "rest_skeleton", "save_asset", "self_intersections",
+    "shape_directions", "skinning_weights",
 ]
 
 ASSET_VERSION = 1
