@@ -30,8 +30,11 @@ Conventions to know (measured and documented, not corrected):
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -124,11 +127,45 @@ def detections_from_result(result, width: int, height: int, cfg: PretrainedConfi
     return sorted(out, key=lambda d: -d.score)
 
 
+@contextlib.contextmanager
+def _native_stderr_quiet():
+    """Hide what C++ code writes to file descriptor 2 inside the block, unless the block raises.
+
+    MediaPipe's graph, TFLite and absl log straight to fd 2 ("INFO: Created TensorFlow Lite XNNPACK
+    delegate", "W0000 … inference_feedback_manager.cc", …) while a landmarker is created and runs
+    for the first time; neither ``sys.stderr`` redirection nor ``GLOG_minloglevel`` /
+    ``TF_CPP_MIN_LOG_LEVEL`` (measured with mediapipe 1.2.2) stops them, and Jupyter shows them as
+    red boxes that look like errors. fd 2 points at a temporary file meanwhile and is restored
+    after; if the block raises, what was captured is written back to stderr before the exception
+    propagates, so a failure keeps its explanation. Python's own ``sys.stderr`` (e.g. Jupyter's)
+    is not touched.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no fd 2 (e.g. a detached service): nothing to hide
+        yield
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            sys.stderr.write(sink.read().decode("utf-8", "replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)  # idempotent after the except branch
+            os.close(saved)
+
+
 class PretrainedEvidence:
     """The landmarker, loaded once: ``with PretrainedEvidence() as ev: ev.detect(image)``.
 
     Raises ImportError (how to install) without mediapipe and FileNotFoundError (how to fetch the
-    model) without the .task file.
+    model) without the .task file. MediaPipe's C++ start-up logs (printed while the landmarker is
+    created and on its first image) are hidden, see :func:`_native_stderr_quiet`.
     """
 
     def __init__(self, cfg: PretrainedConfig = PretrainedConfig()):
@@ -148,7 +185,9 @@ class PretrainedEvidence:
             base_options=BaseOptions(model_asset_path=str(path)), running_mode=vision.RunningMode.IMAGE,
             num_hands=cfg.num_hands, min_hand_detection_confidence=cfg.min_detection_confidence,
             min_hand_presence_confidence=cfg.min_presence_confidence)
-        self._landmarker = vision.HandLandmarker.create_from_options(opts)
+        with _native_stderr_quiet():
+            self._landmarker = vision.HandLandmarker.create_from_options(opts)
+        self._quiet_next = True  # the first image starts the graph's threads, which log too
 
     def detect(self, image: np.ndarray) -> list[HandDetection]:
         """Hands in an (H, W, 3) uint8 RGB image, best first (empty when none is found)."""
@@ -156,7 +195,9 @@ class PretrainedEvidence:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"image: expected (H, W, 3) uint8 RGB, got {image.dtype} {image.shape}")
         mp_image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=np.ascontiguousarray(image))
-        result = self._landmarker.detect(mp_image)
+        with _native_stderr_quiet() if self._quiet_next else contextlib.nullcontext():
+            result = self._landmarker.detect(mp_image)
+        self._quiet_next = False
         return detections_from_result(result, image.shape[1], image.shape[0], self.cfg)
 
     def close(self) -> None:

@@ -1,8 +1,9 @@
 """Figures and widgets. Every function returns a figure or widget and never calls ``show()``.
 
-* plotly for interactive 3D (``mesh_figure``), matplotlib for static pictures (``overlay_2d``,
+* plotly for interactive 3D (``mesh_figure``, lit from the viewer's side and facing the palm:
+  ``hand_camera``, ``light_position``), matplotlib for static pictures (``overlay_2d``,
   ``mesh_views``, ``image_row``, ``curve``, ``loss_curves``, ``refinement_strip``), ipywidgets for
-  explorers (``pose_explorer``, ``refinement_stepper``).
+  explorers (``pose_explorer``, ``sigma_explorer``, ``refinement_stepper``).
 """
 from __future__ import annotations
 
@@ -31,14 +32,140 @@ def _bone_lines(joints: np.ndarray):
 
 
 # ---------------------------------------------------------------------------------- plotly -----
+# Lighting. plotly's Mesh3d ``lightposition`` is not a point in data space: gl-mesh3d maps it
+# through inverse(projection · view · model), so it is a point in *clip* coordinates and the light
+# moves with the camera. With plotly's perspective (fovy 45°, zNear 0.01, zFar 1000), a clip z just
+# above (far + near) / (far − near) = 1.00002 sends the point far *behind the viewer* (the homogeneous
+# w changes sign, which also flips x and y): a light shining from the viewer's side whatever the view.
+# A z below 1 puts it in front (at most grazing), which left the camera-facing side unlit.
+_FOVY = np.pi / 4  # plotly's gl3d perspective: field of view, near and far planes
+_ZNEAR, _ZFAR = 0.01, 1000.0
+LIGHT_DIRECTION = (-0.45, 0.55, 1.0)  # to the light, viewer frame: x right, y up, z to the viewer
+# ambient + diffuse·cos: a palm facing the viewer gets 0.3 + 0.8 · 0.81 ≈ 0.95 (not saturated, so
+# fingers and knuckles that turn away darken and show their shape); sides facing away keep 0.3
+MESH_LIGHTING = dict(ambient=0.3, diffuse=0.8, specular=0.15, roughness=0.5, fresnel=0.2)
+
+
+def light_position(direction=LIGHT_DIRECTION) -> dict:
+    """plotly ``lightposition`` for a distant light in ``direction`` as seen from the viewer.
+
+    Args:
+        direction: (3,) towards the light in the viewer's frame (x right, y up, z towards the
+            viewer); z must be > 0 (a light from the viewer's side).
+    Returns:
+        dict(x, y, z) in plotly's clip coordinates (see the comment above ``LIGHT_DIRECTION``): the
+        clip point (x, y, z, 1) un-projects to about 250 scene units behind the viewer along
+        ``direction``, with the aspect of a square figure (a wider one tilts it a little sideways).
+    """
+    d = np.asarray(direction, np.float64)
+    if d.shape != (3,) or not d[2] > 0:
+        raise ValueError(f"direction: expected (3,) with z > 0 (towards the viewer), got {tuple(d)}")
+    f = 1.0 / np.tan(_FOVY / 2)  # projection[0, 0] = projection[1, 1] at aspect 1
+    z = (_ZFAR + _ZNEAR) / (_ZFAR - _ZNEAR) + 8e-5  # just past w = 0: far behind the eye
+    return dict(x=float(-d[0] / d[2] * f), y=float(-d[1] / d[2] * f), z=float(z))
+
+
+def _boundary_centroid(v: np.ndarray, f: np.ndarray):
+    """Centroid of the vertices on edges used by one face only (MANO's and OpenHand's open wrist)."""
+    e = np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), axis=1)  # (3F, 2)
+    uniq, count = np.unique(e, axis=0, return_counts=True)
+    rim = np.unique(uniq[count == 1])
+    return v[rim].mean(0) if len(rim) else None
+
+
+def palm_frame(verts, faces=None, joints=None):
+    """The hand's palm normal and finger direction, from its keypoints or from the mesh alone.
+
+    Normal: with ``joints``, (index MCP − wrist) × (pinky MCP − wrist), which leaves the palm of a
+    right hand; else the vertices' direction of least spread (the palm of a flat hand). Fingers:
+    middle MCP − wrist with ``joints``, else from the mesh's open rim (the wrist) to its centroid,
+    else the direction of largest spread; made orthogonal to the normal.
+
+    Args:
+        verts: (V, 3). faces: optional (F, 3). joints: optional (21, 3) keypoints, handlib order.
+    Returns:
+        (normal, fingers): two orthonormal (3,) arrays.
+    """
+    v = _np(verts).astype(np.float64)
+    c = v.mean(0)
+    _, _, axes = np.linalg.svd(v - c, full_matrices=False)  # rows: largest → least spread
+    wrist = None
+    if joints is not None:
+        j = _np(joints).astype(np.float64)
+        wrist = j[skeleton.ROOT]
+        n = np.cross(j[skeleton.FINGERS["index"][0]] - wrist, j[skeleton.FINGERS["pinky"][0]] - wrist)
+        fingers = j[skeleton.MIDDLE_MCP] - wrist
+    else:
+        n = axes[2]
+        if faces is not None:
+            wrist = _boundary_centroid(v, _np(faces))
+        fingers = c - wrist if wrist is not None else axes[0]
+    if np.linalg.norm(n) < 1e-12:  # wrist and MCPs in a line: fall back on the mesh's thinnest axis
+        n = axes[2]
+    n = n / np.linalg.norm(n)
+    fingers = fingers - (fingers @ n) * n
+    if np.linalg.norm(fingers) < 1e-9:  # degenerate: any direction in the palm plane
+        fingers = axes[0] - (axes[0] @ n) * n
+    return n, fingers / np.linalg.norm(fingers)
+
+
+def hand_camera(verts, faces=None, joints=None, points=None) -> dict:
+    """A plotly scene camera that faces the palm or the back of the hand, fingers up.
+
+    The eye looks along the palm normal (:func:`palm_frame`), from the side a camera at the origin
+    sees when every vertex is in front of it (camera space: the side the photo shows), else from
+    −y (MANO's model frame, where the palm of the rest hand faces −y). Its distance frames the
+    hand with a margin, for a figure with ``scene.aspectmode="data"``.
+
+    Args:
+        verts: (V, 3) the hand to face. faces: optional (F, 3). joints: optional (21, 3) keypoints.
+        points: optional (N, 3) everything the scene holds (default ``verts``): plotly scales the
+            scene box by its extent.
+    Returns:
+        dict(eye, up, center) for ``fig.update_layout(scene_camera=...)``.
+    """
+    v = _np(verts).astype(np.float64)
+    v = v[np.isfinite(v).all(1)]  # a diverged prediction may hold NaNs: frame what is left
+    if len(v) < 3:
+        return dict(eye=dict(x=0.0, y=0.0, z=-2.0), up=dict(x=0.0, y=-1.0, z=0.0))  # as a camera sees
+    if joints is not None and not np.isfinite(_np(joints)).all():
+        joints = None
+    n, up = palm_frame(v, faces if len(v) == len(_np(verts)) else None, joints)
+    in_front = bool((v[:, 2] > 0).all())
+    toward = -v.mean(0) if in_front else np.array([0.0, -1.0, 0.0])
+    if n @ toward < 0:
+        n = -n
+    # plotly's "data" aspect: the scene box spans each axis' range / the ranges' geometric mean
+    # (+ 1/32 padding per side); eye and up are in those units, centred on the box
+    p = v if points is None else np.concatenate([v, _np(points).reshape(-1, 3)])
+    p = p[np.isfinite(p).all(1)]
+    lo, hi = p.min(0), p.max(0)
+    rng = np.maximum(hi - lo, 1e-9)
+    scale = np.exp(np.log(rng).mean())  # geometric mean
+    q = (v - (lo + hi) / 2) / scale
+    half = max(np.abs(q @ up).max(), np.abs(q @ np.cross(up, n)).max())  # half-extent facing the eye
+    dist = 1.4 * half / np.tan(_FOVY / 2) + np.abs(q @ n).max()
+    eye = n * dist
+    return dict(eye=dict(x=float(eye[0]), y=float(eye[1]), z=float(eye[2])),
+                up=dict(x=float(up[0]), y=float(up[1]), z=float(up[2])), center=dict(x=0.0, y=0.0, z=0.0))
+
+
+def _scene_points(fig) -> np.ndarray:
+    """(N, 3) every x, y, z point of a figure's 3D traces."""
+    pts = [np.stack([np.asarray(t.x, float), np.asarray(t.y, float), np.asarray(t.z, float)], 1)
+           for t in fig.data if getattr(t, "z", None) is not None]
+    return np.concatenate(pts) if pts else np.zeros((0, 3))
+
+
 def mesh_figure(verts, faces, joints=None, color: str = "#e0ac8a", opacity: float = 1.0,
-                title: str | None = None, fig=None, vertex_colors=None):
-    """Interactive 3D mesh with an optional skeleton.
+                title: str | None = None, fig=None, vertex_colors=None, camera: dict | None = None):
+    """Interactive 3D mesh with an optional skeleton, lit from the viewer's side and facing the palm.
 
     Args:
         verts: (V, 3) vertices. faces: (F, 3). joints: optional (21, 3) keypoints (handlib order).
         fig: an existing ``go.Figure``/``go.FigureWidget`` to add the traces to.
         vertex_colors: optional (V, 3) RGB in [0, 1] per vertex (e.g. skinning weights).
+        camera: plotly scene camera; default :func:`hand_camera` of this mesh (and joints).
     Returns:
         plotly Figure; the mesh trace is ``fig.data[0]``.
     """
@@ -50,18 +177,17 @@ def mesh_figure(verts, faces, joints=None, color: str = "#e0ac8a", opacity: floa
         "vertexcolor": [f"rgb({r:.0f},{g:.0f},{b:.0f})" for r, g, b in 255 * _np(vertex_colors)]}
     fig.add_trace(go.Mesh3d(x=v[:, 0], y=v[:, 1], z=v[:, 2], i=f[:, 0], j=f[:, 1], k=f[:, 2],
                             **colors, opacity=opacity, flatshading=False, name="mesh",
-                            lighting=dict(ambient=0.45, diffuse=0.8, specular=0.15, roughness=0.7),
-                            lightposition=dict(x=0, y=-100, z=-200)))
+                            lighting=MESH_LIGHTING, lightposition=light_position()))
     if joints is not None:
         j = _np(joints)
         for name, line in _bone_lines(j):
             fig.add_trace(go.Scatter3d(x=line[:, 0], y=line[:, 1], z=line[:, 2], mode="lines+markers",
                                        line=dict(color=skeleton.FINGER_COLORS[name], width=6),
                                        marker=dict(size=3), name=name))
-    # camera convention: y down, z forward; show it the way a camera sees it
+    if camera is None:
+        camera = hand_camera(v, f, joints, points=_scene_points(fig))
     fig.update_layout(title=title, showlegend=joints is not None, margin=dict(l=0, r=0, t=30, b=0),
-                      scene=dict(aspectmode="data", camera=dict(up=dict(x=0, y=-1, z=0),
-                                                                eye=dict(x=0, y=0, z=-2))))
+                      scene=dict(aspectmode="data", camera=camera))
     return fig
 
 
@@ -281,6 +407,49 @@ def pose_explorer(model, pose_library: dict | None = None):
     box = W.VBox([W.HBox([W.VBox(children), fig])])
     return box, {"pose_sliders": pose_sliders, "shape_sliders": shape_sliders, "figure": fig,
                  "update": update}
+
+
+def sigma_explorer(verts, faces, K, image_size, sigma: float = 1e-4, exponents=(-7.0, -1.0),
+                   step: float = 0.25, width: int = 256):
+    """An ipywidgets slider over SoftRas' blur σ (log scale) with the soft silhouette it gives.
+
+    The slider opens at ``sigma``, the value the calling code shows.
+
+    Args:
+        verts: (B, V, 3) camera-space vertices (the first mesh is drawn). faces: (F, 3). K: (B, 3, 3)
+            or (3, 3) intrinsics, pixels. image_size: (H, W) or an int.
+        sigma: the starting σ, squared NDC units (``render.soft_silhouette``'s).
+        exponents: (min, max) of log10 σ on the slider. step: slider step in log10 σ.
+        width: picture width, pixels.
+    Returns:
+        (widget, state): the ipywidgets VBox to display, and a dict with ``slider``
+        (``FloatLogSlider``; its value is σ), ``picture`` (``ipywidgets.Image``, PNG bytes) and
+        ``update()``.
+    """
+    import io
+
+    import ipywidgets as W
+    import matplotlib.pyplot as plt
+
+    from . import render
+
+    lo, hi = exponents
+    if not (sigma > 0 and 10.0 ** lo <= sigma <= 10.0 ** hi):
+        raise ValueError(f"sigma: expected a value in [1e{lo:g}, 1e{hi:g}], got {sigma}")
+    slider = W.FloatLogSlider(value=sigma, base=10, min=lo, max=hi, step=step, description="σ (NDC²)",
+                              continuous_update=False, readout_format=".1e")
+    picture = W.Image(format="png", width=width)
+
+    def update(*_):
+        with torch.no_grad():
+            A = render.soft_silhouette(verts, faces, K, image_size, sigma=slider.value)[0]  # (H, W)
+        buf = io.BytesIO()
+        plt.imsave(buf, _np(A), cmap="gray", vmin=0, vmax=1, format="png")
+        picture.value = buf.getvalue()
+
+    slider.observe(update, names="value")
+    update()
+    return W.VBox([slider, picture]), {"slider": slider, "picture": picture, "update": update}
 
 
 # ------------------------------------------------------------------ Eq. 13 refinement --------

@@ -1,5 +1,7 @@
 """Pretrained 2D evidence (MediaPipe hand landmarker): result conversion, the .task bundle, a real run."""
 import hashlib
+import subprocess
+import sys
 import zipfile
 from types import SimpleNamespace
 
@@ -102,3 +104,23 @@ def test_missing_model_file_says_how_to_get_it(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="get_pretrained.py"):
         PretrainedEvidence(PretrainedConfig(model_path=str(tmp_path / "none.task")))
+
+
+# MediaPipe's C++ start-up logs stay off stderr, while Python's stderr and fd 2 keep working after.
+def test_landmarker_start_up_logs_are_hidden():
+    pytest.importorskip("mediapipe", reason="pip install 'handlib[real]'")
+    if not task_is_valid(default_model_path()):
+        pytest.skip("run python data_scripts/get_pretrained.py")
+    code = (
+        "import os, numpy as np\n"
+        "from handlib.data import SyntheticHands\n"
+        "from handlib.evidence_pretrained import PretrainedEvidence\n"
+        "img = SyntheticHands(seed=0, num=9, image_size=256, split='test')[8]['image']\n"
+        "with PretrainedEvidence() as ev:\n"
+        "    assert ev.detect(img)\n"
+        "os.write(2, b'fd 2 restored\\n')\n"
+    )
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stderr
+    assert "fd 2 restored" in err
+    for noise in ("XNNPACK", "inference_feedback_manager", "W0000", "Read-only tensor"):
+        assert noise not in err, err
