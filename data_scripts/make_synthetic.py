@@ -15,41 +15,48 @@ Expected output (2-core CPU)::
 Read it back with ``handlib.data.SyntheticHands.from_disk("data/synthetic", "train")``; it yields the
 same samples as ``SyntheticHands(seed=0, num=20000, image_size=128, split="train")``.
 ``--num`` and ``--size`` default to the ``HANDLIB_PROFILE`` budget (``profile().num_samples``,
-2 × ``profile().image_size``).
+2 × ``profile().image_size``). A bar shows progress on a terminal (not in logs or notebooks:
+``handlib.progress``); the summary lines above are printed in any case. Bad arguments end it with
+exit code 2 and one line, ``error: --flag VALUE: what was expected``.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import pathlib
 import sys
 
+from handlib.cli import BadInput, OneLineParser, folder_to_write, whole_number
 from handlib.config import profile
 from handlib.data import synthetic
+from handlib.progress import bars_enabled
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=pathlib.Path, required=True, help="output folder (holds every split)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--num", type=int, default=None, help="samples (default: the profile's num_samples)")
-    ap.add_argument("--size", type=int, default=None, help="image side in px (default: 2 × profile crop)")
+    ap = OneLineParser(prog="make_synthetic.py", description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=folder_to_write, required=True, help="output folder (holds every split)")
+    ap.add_argument("--seed", type=whole_number(0), default=0)
+    ap.add_argument("--num", type=whole_number(1), default=None,
+                    help="samples (default: the profile's num_samples)")
+    ap.add_argument("--size", type=whole_number(16), default=None,
+                    help="image side in px (default: 2 × profile crop)")
     ap.add_argument("--split", choices=sorted(synthetic.SPLITS), default="train")
-    ap.add_argument("--workers", type=int, default=1, help="processes (one per core)")
-    ap.add_argument("--batch", type=int, default=synthetic.SyntheticConfig.batch_size,
+    ap.add_argument("--workers", type=whole_number(1), default=1, help="processes (one per core)")
+    ap.add_argument("--batch", type=whole_number(1), default=synthetic.SyntheticConfig.batch_size,
                     help="samples per batched render (changes no byte)")
     ap.add_argument("--overwrite", action="store_true", help="regenerate all, even with another config")
-    ap.add_argument("--no-progress", action="store_true")
-    args = ap.parse_args(argv)
-    num = profile().num_samples if args.num is None else args.num
-    cfg = synthetic.SyntheticConfig(image_size=args.size or synthetic.default_image_size())
-    cfg = dataclasses.replace(cfg, batch_size=args.batch)
+    ap.add_argument("--no-progress", action="store_true", help="no bar, even on a terminal")
     try:
-        synthetic.write_split(args.out, args.seed, num, args.split, cfg, workers=args.workers,
-                              progress=not args.no_progress, overwrite=args.overwrite)
-    except ValueError as err:
+        args = ap.parse_args(argv)
+        num = profile().num_samples if args.num is None else args.num
+        cfg = synthetic.SyntheticConfig(image_size=args.size or synthetic.default_image_size())
+        cfg = dataclasses.replace(cfg, batch_size=args.batch)
+        try:
+            synthetic.write_split(args.out, args.seed, num, args.split, cfg, workers=args.workers,
+                                  progress=bars_enabled(not args.no_progress), overwrite=args.overwrite)
+        except ValueError as err:  # the folder holds this split with another seed or config
+            raise BadInput(f"--out {args.out}: {err}") from None
+    except BadInput as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return 2
     return 0
 
 

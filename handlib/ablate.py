@@ -31,9 +31,11 @@ from pathlib import Path
 
 from .config import profile
 from .model import ModelConfig
+from .progress import bars_enabled
 from .train import TrainConfig, load_checkpoint, load_model, train
 
-__all__ = ["VARIANTS", "AblationConfig", "variant_configs", "run_ablations", "ablation_table", "plot_pck"]
+__all__ = ["VARIANTS", "AblationConfig", "variant_configs", "run_ablations", "ablation_table", "plot_pck",
+           "load_ablation"]
 
 # name → (description, uses Eq. 13 at test time)
 VARIANTS = {
@@ -101,11 +103,11 @@ def _shape_on(metrics_csv: Path) -> float:
     return sum(vals) / len(vals) if vals else float("nan")
 
 
-def _train_variant(name: str, out: Path, cfg: AblationConfig, log) -> tuple[Path, float]:
+def _train_variant(name: str, out: Path, cfg: AblationConfig, log, progress: bool) -> tuple[Path, float]:
     """Train (or resume, or reuse) variant ``name`` in ``out/name``; returns (checkpoint, seconds)."""
     over = {k: v for k, v in (("steps", cfg.steps), ("num_samples", cfg.num_samples)) if v is not None}
     base = TrainConfig.from_profile(out=str(out / name), seed=cfg.seed, workers=cfg.workers, eval_samples=0,
-                                    progress=False, **over)
+                                    progress=bars_enabled(progress), **over)
     if cfg.steps is not None:
         base = dataclasses.replace(base, warmup=min(base.warmup, max(1, cfg.steps // 10)))
     tcfg, mcfg = variant_configs(name, base, ModelConfig.from_profile())
@@ -118,15 +120,20 @@ def _train_variant(name: str, out: Path, cfg: AblationConfig, log) -> tuple[Path
         log(f"[{name}] resuming at step {done} of {tcfg.steps}")
         t0 = time.perf_counter()
         train(tcfg, resume=True, log=lambda *a: None)
-        return ckpt, time.perf_counter() - t0
-    log(f"[{name}] training {tcfg.steps} steps")
-    t0 = time.perf_counter()
-    train(tcfg, mcfg, log=lambda *a: None)
-    return ckpt, time.perf_counter() - t0
+    else:
+        log(f"[{name}] training {tcfg.steps} steps")
+        t0 = time.perf_counter()
+        train(tcfg, mcfg, log=lambda *a: None)
+    seconds = time.perf_counter() - t0
+    log(f"[{name}] trained in {seconds:.1f} s")
+    return ckpt, seconds
 
 
-def run_ablations(out, cfg: AblationConfig = AblationConfig(), log=print) -> dict:
+def run_ablations(out, cfg: AblationConfig = AblationConfig(), log=print, progress: bool = True) -> dict:
     """Train and score every variant of ``cfg``; write ablation.json, ablation.md and pck.png.
+
+    ``log`` gets one line as each variant starts and ends training and scoring; ``progress`` draws
+    bars for both on a terminal (never in notebooks, :mod:`handlib.progress`).
 
     Returns:
         dict with profile, config, eval set, and ``variants``: name → {description, refined (bool),
@@ -146,7 +153,7 @@ def run_ablations(out, cfg: AblationConfig = AblationConfig(), log=print) -> dic
     for name in order:
         net = SHARED.get(name, name)
         if net not in trained:
-            trained[net] = _train_variant(net, out, cfg, log)
+            trained[net] = _train_variant(net, out, cfg, log, progress)
     from .evaluate import dataset_for_eval, evaluate_model
     from .refine import RefineConfig
 
@@ -156,9 +163,11 @@ def run_ablations(out, cfg: AblationConfig = AblationConfig(), log=print) -> dic
             ckpt, secs = trained[net]
             model = load_model(ckpt, map_location=prof.device)
             data = dataset_for_eval("synthetic", model.cfg.image_size, split="test", num=cfg.eval_num)
+            log(f"[{net}] scoring {cfg.eval_num} test crops" + (f" with and without Eq. 13 ({steps} steps)"
+                                                                 if steps else ""))
             t0 = time.perf_counter()
             ev = evaluate_model(model, data, batch_size=16, device=prof.device,
-                                refine=RefineConfig(iterations=steps) if steps else None)
+                                refine=RefineConfig(iterations=steps) if steps else None, progress=progress)
             scored[net] = {"eval": ev, "train_seconds": secs, "eval_seconds": time.perf_counter() - t0}
         s = scored[net]
         ev, use_refine = s["eval"], VARIANTS[name][1] and steps > 0
@@ -174,7 +183,8 @@ def run_ablations(out, cfg: AblationConfig = AblationConfig(), log=print) -> dic
             row[k + "_net"] = ev.get(k, float("nan"))
         result["variants"][name] = row
         log(f"[{name}] AUC 20–50 mm {row['auc_20_50']:.3f} (network alone {row['auc_20_50_net']:.3f}), "
-            f"mean {row['mean_mm']:.1f} mm, PA-MPJPE {row['pa_mpjpe_mm']:.1f} mm")
+            f"mean {row['mean_mm']:.1f} mm, PA-MPJPE {row['pa_mpjpe_mm']:.1f} mm; scored in "
+            f"{row['eval_seconds']:.1f} s")
     result["seconds"] = round(time.perf_counter() - t_all, 1)
     (out / "ablation.json").write_text(json.dumps(result, indent=2))
     (out / "ablation.md").write_text(ablation_table(result) + "\n")
@@ -185,6 +195,26 @@ def run_ablations(out, cfg: AblationConfig = AblationConfig(), log=print) -> dic
     plt.close(fig)
     log(f"wrote {out / 'ablation.json'}, {out / 'ablation.md'}, {out / 'pck.png'} "
         f"({result['seconds']:.0f} s)")
+    return result
+
+
+def load_ablation(path) -> dict:
+    """Read an ``ablation.json`` written by :func:`run_ablations` (e.g. for the demo's report).
+
+    Raises:
+        MissingData: no such file. DataError: not JSON, or without what the report reads (profile,
+        eval_set, variants with description, refined, pck, thresholds_mm and auc_20_50 each).
+    """
+    from .data.common import DataError, read_json
+
+    result = read_json(path, dict, "ablation.json")
+    need = ("description", "refined", "pck", "thresholds_mm", "auc_20_50")
+    rows = result.get("variants")
+    ok = isinstance(rows, dict) and rows and all(isinstance(r, dict) and all(k in r for k in need)
+                                                 for r in rows.values())
+    if not (ok and "profile" in result and "eval_set" in result):
+        raise DataError("not an ablation.json of `python -m handlib ablate` (expected profile, eval_set and "
+                        f"variants with {', '.join(need)})", path)
     return result
 
 

@@ -13,32 +13,231 @@ Commands grow with the project; today:
 * ``ablate``: train and score the ablation variants of Fig. 5 (``handlib.ablate``).
 * ``predict``: one image → mesh.obj/.ply, joints.json, overlay.png under ``--out``
   (``handlib.predict``).
+* ``eval-real``: score annotated real photos, MediaPipe + Eq. 13 vs the network (``handlib.real_eval``).
+
+Bad input (a missing, corrupt or wrong-kind file or folder, a number out of range) ends a command
+with exit code 2 and one line on stderr, ``error: --flag VALUE: what was expected``. Long commands
+show bars on a terminal and one line per stage elsewhere (``handlib.progress``).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import math
+import os
+import re
 import sys
 from pathlib import Path
 
 
-def _eval(args) -> int:
-    from .config import profile
-    from .evaluate import dataset_for_eval, evaluate_model, write_report
-    from .refine import RefineConfig
+# ----------------------------------------------------------------------------------------------
+# Bad input → one line
+# ----------------------------------------------------------------------------------------------
+class BadInput(Exception):
+    """Bad input at the command line; :func:`main` prints ``error: <message>`` and returns 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line (no usage block): ``error: --num 0: expected …``."""
+
+    def error(self, message):
+        # "argument --num: '0': expected …" (our type= functions) → "--num 0: expected …"
+        m = re.fullmatch(r"argument (\S+): '(.*?)': (.*)", message, flags=re.S)
+        if m:
+            message = f"{m[1]} {m[2]}: {m[3]}"
+        elif message.startswith("argument "):
+            message = message[len("argument "):]
+        raise BadInput(f"{message} (see {self.prog} --help)")
+
+
+@contextlib.contextmanager
+def _reading(label: str, path=None):
+    """Turn a loader's :class:`~handlib.data.DataError` (or a refused pickle's ``UnsafePickleError``)
+    into ``BadInput("LABEL: reason")``, where LABEL names the flag and its value; the file is repeated
+    only when it is not ``path`` itself."""
+    from .data.common import DataError
+    from .safe_pickle import UnsafePickleError
+
+    try:
+        yield
+    except DataError as err:
+        same = path is not None and err.path is not None and err.index is None and \
+            Path(err.path) == Path(path)
+        raise BadInput(f"{label}: {err.reason if same else err}") from None
+    except UnsafePickleError as err:  # e.g. RHD's annotations asking for code (nothing ran)
+        raise BadInput(f"{label}: {err}") from None
+
+
+def whole_number(low: int):
+    """argparse ``type=``: a whole number ≥ ``low``."""
+    def whole(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number ≥ {low}")
+        return value
+    return whole
+
+
+def positive_number(what: str):
+    """argparse ``type=``: a finite number > 0 (``what`` says which)."""
+    def positive(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value > 0):
+            raise argparse.ArgumentTypeError(f"{text!r}: expected a positive {what}")
+        return value
+    return positive
+
+
+def _box(text: str) -> tuple:
+    """argparse ``type=``: ``x,y,w,h`` with w, h > 0 and x, y ≥ 0 (the image bounds come later)."""
+    from .predict import check_box, parse_box
+
+    try:
+        return check_box(parse_box(text))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"{text!r}: {err}") from None
+
+
+def folder_to_write(text: str) -> Path:
+    """argparse ``type=``: a folder to write into (created later), not an existing file."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a folder to write into, found a file")
+    return path
+
+
+def file_to_write(text: str) -> Path:
+    """argparse ``type=``: a file to write (its folder is created), not an existing folder."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a file name to write, found a folder")
+    return path
+
+
+def _variants(text: str) -> tuple:
+    """argparse ``type=``: a comma-separated subset of ``ablate.VARIANTS``."""
+    from .ablate import VARIANTS
+
+    names = tuple(v.strip() for v in text.split(",") if v.strip())
+    unknown = [v for v in names if v not in VARIANTS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a comma-separated subset of "
+                                         f"{', '.join(VARIANTS)}" + (f"; unknown: {', '.join(unknown)}"
+                                                                     if unknown else ""))
+    return names
+
+
+def _load_network(arg, device="cpu"):
+    """``--checkpoint`` (else ``$HANDLIB_CHECKPOINT``, else the shipped one) → (path, DHPE)."""
+    from .predict import CHECKPOINT_ENV, resolve_checkpoint
     from .train import load_model
 
-    if not args.checkpoint.is_file():
-        print(f"error: --checkpoint {args.checkpoint}: no such file "
-              "(train one with `python -m handlib train`)", file=sys.stderr)
-        return 2
+    try:
+        ckpt = resolve_checkpoint(arg)
+    except FileNotFoundError as err:  # its message names --checkpoint or $HANDLIB_CHECKPOINT
+        raise BadInput(str(err)) from None
+    label = (f"--checkpoint {ckpt}" if arg is not None else f"${CHECKPOINT_ENV}={ckpt}"
+             if os.environ.get(CHECKPOINT_ENV) else f"the shipped checkpoint {ckpt}")
+    with _reading(label, ckpt):
+        return ckpt, load_model(ckpt, map_location=device)
+
+
+# ----------------------------------------------------------------------------------------------
+# Commands
+# ----------------------------------------------------------------------------------------------
+def _demo(args) -> int:
+    from .config import profile
+    from .demo import DemoConfig, hand_model_demo, run_demo
+    from .predict import CHECKPOINT_ENV
+
+    if args.hand_only:
+        hand_model_demo(args.out, build=not args.no_build)
+        return 0
+    if args.checkpoint is not None or os.environ.get(CHECKPOINT_ENV):
+        _load_network(args.checkpoint)  # fail now, not after the hand model
+    if args.ablation is not None:
+        from .ablate import load_ablation
+
+        with _reading(f"--ablation {args.ablation}", args.ablation):
+            load_ablation(args.ablation)
+    cfg = DemoConfig.from_profile(profile().name, build=not args.no_build,
+                                  checkpoint=None if args.checkpoint is None else str(args.checkpoint),
+                                  ablation=None if args.ablation is None else str(args.ablation))
+    run_demo(args.out, cfg)
+    return 0
+
+
+def _check_data(folder: Path, eval_samples: int) -> None:
+    """``train --data``: the train split, and the val split scored at the end, must be there."""
+    from .data import SyntheticFolder
+
+    with _reading(f"--data {folder}", folder):
+        SyntheticFolder(folder, "train")
+    if eval_samples and not (folder / "val.npz").is_file():
+        raise BadInput(f"--data {folder}: no val split (val.npz) for the held-out score at the end; "
+                       f"write it with `python data_scripts/make_synthetic.py --out {folder} --split val`, "
+                       "or pass --eval-samples 0")
+
+
+def _train(args) -> int:
+    from .config import profile
+    from .progress import bars_enabled
+    from .train import TrainConfig, load_checkpoint, train
+
+    over = {k: v for k, v in (("steps", args.steps), ("stop_after", args.stop_after),
+                              ("batch_size", args.batch_size), ("lr", args.lr), ("seed", args.seed),
+                              ("data", None if args.data is None else str(args.data)),
+                              ("workers", args.workers), ("eval_samples", args.eval_samples),
+                              ("ckpt_every", args.ckpt_every), ("log_every", args.log_every))
+            if v is not None}
+    cfg = TrainConfig.from_profile(out=str(args.out), progress=bars_enabled(), **over)
+    if args.steps is not None and "warmup" not in over:
+        cfg = dataclasses.replace(cfg, warmup=min(cfg.warmup, max(1, args.steps // 10)))
+    if args.data is not None:
+        _check_data(args.data, cfg.eval_samples)
+    if args.resume:
+        ckpt = args.out / "checkpoint.pt"
+        with _reading(f"--resume (--out {args.out})", None):
+            load_checkpoint(ckpt)
+    print(f"profile {profile().name}: {cfg.steps} steps, batch {cfg.batch_size}, out {args.out}")
+    train(cfg, resume=args.resume)
+    return 0
+
+
+def _eval(args) -> int:
+    from .config import profile
+    from .evaluate import DATASETS, dataset_for_eval, dataset_splits, evaluate_model, write_report
+    from .progress import stage
+    from .refine import RefineConfig
+
+    if args.dataset not in DATASETS:
+        raise BadInput(f"--dataset {args.dataset}: expected one of {', '.join(DATASETS)}")
+    real = args.dataset != "synthetic"
+    if real and args.root is None:
+        raise BadInput(f"--root: required with --dataset {args.dataset} (the folder of its official release)")
+    if args.split is not None and args.split not in dataset_splits(args.dataset):
+        raise BadInput(f"--split {args.split}: expected one of {', '.join(dataset_splits(args.dataset))} "
+                       f"for --dataset {args.dataset}" if dataset_splits(args.dataset) else
+                       f"--split {args.split}: --dataset {args.dataset} has no splits")
     prof = profile()
-    model = load_model(args.checkpoint, map_location=prof.device)
-    data = dataset_for_eval(args.dataset, model.cfg.image_size, args.root, args.split, args.seed, args.num)
+    _, model = _load_network(args.checkpoint, prof.device)
+    source = f"--root {args.root}" if real else "--dataset synthetic"
+    with _reading(source, args.root):
+        data = dataset_for_eval(args.dataset, model.cfg.image_size, args.root, args.split, args.seed,
+                                args.num)
     steps = prof.refine_steps if args.refine_steps is None else args.refine_steps
     rcfg = (RefineConfig.fast if args.fast_refine else RefineConfig)(iterations=steps)
-    res = evaluate_model(model, data, batch_size=args.batch_size, device=prof.device,
-                         refine=rcfg if steps else None)
+    what = f"scoring {len(data)} samples" + (f", with and without Eq. 13 ({steps} steps)" if steps else "")
+    with stage(what), _reading(source, args.root):  # real datasets read their images here
+        res = evaluate_model(model, data, batch_size=args.batch_size, device=prof.device,
+                             refine=rcfg if steps else None)
     res["refine_config"] = dataclasses.asdict(rcfg) if steps else None
     res.update(checkpoint=str(args.checkpoint), dataset=args.dataset, seed=args.seed)
     line = (f"{args.dataset} ({res['num_samples']} samples): AUC 20–50 mm {res['auc_20_50']:.3f}, "
@@ -54,16 +253,13 @@ def _eval(args) -> int:
 
 
 def _eval_real(args) -> int:
-    from .predict import resolve_checkpoint
+    from .progress import echo
     from .real_eval import RealEvalConfig, evaluate_real, real_table, write_json
-    from .train import load_model
 
-    try:
-        ckpt = resolve_checkpoint(args.checkpoint)
-        model = load_model(ckpt)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    ckpt, model = _load_network(args.checkpoint)
+    if not args.root.is_dir():  # before MediaPipe starts
+        raise BadInput(f"--root {args.root}: expected a folder of annotated frames "
+                       "(mmpose test-data formats)")
     detector = None
     if not args.no_pretrained:
         from .evidence_pretrained import PretrainedEvidence
@@ -71,13 +267,11 @@ def _eval_real(args) -> int:
         try:
             detector = PretrainedEvidence()
         except (ImportError, FileNotFoundError) as err:
-            print(f"error: {err} (or pass --no-pretrained)", file=sys.stderr)
-            return 2
+            raise BadInput(f"{err} (or pass --no-pretrained)") from None
     try:
-        res = evaluate_real(model, args.root, detector, RealEvalConfig(refine_steps=args.refine_steps))
-    except FileNotFoundError as err:
-        print(f"error: --root {args.root}: {err}", file=sys.stderr)
-        return 2
+        with _reading(f"--root {args.root}", args.root):
+            res = evaluate_real(model, args.root, detector, RealEvalConfig(refine_steps=args.refine_steps),
+                                log=echo)
     finally:
         if detector is not None:
             detector.close()
@@ -91,17 +285,14 @@ def _eval_real(args) -> int:
 def _ablate(args) -> int:
     from .ablate import VARIANTS, AblationConfig, ablation_table, run_ablations
     from .config import profile
+    from .progress import echo
 
-    variants = tuple(VARIANTS) if args.variants is None else \
-        tuple(v.strip() for v in args.variants.split(","))
-    try:
-        cfg = AblationConfig(variants=variants, steps=args.steps, num_samples=args.num_samples,
-                             eval_num=args.num, refine_steps=args.refine_steps, seed=args.seed)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"profile {profile().name}: {len(variants)} variants → {args.out}")
-    result = run_ablations(args.out, cfg)
+    cfg = AblationConfig(variants=args.variants or tuple(VARIANTS), steps=args.steps,
+                         num_samples=args.num_samples, eval_num=args.num, refine_steps=args.refine_steps,
+                         seed=args.seed)
+    print(f"profile {profile().name}: {len(cfg.variants)} variants → {args.out}")
+    with _reading(f"--out {args.out}"):  # a damaged checkpoint of an earlier, interrupted ablation
+        result = run_ablations(args.out, cfg, log=echo)
     print(ablation_table(result))
     return 0
 
@@ -145,50 +336,26 @@ def _detect(args, image, box=None):
 
 def _predict(args) -> int:
     from .config import profile
-    from .data.common import DataError, read_image
-    from .predict import (
-        FOCAL_FACTOR,
-        check_box,
-        clip_box,
-        parse_box,
-        predict,
-        resolve_checkpoint,
-        save_prediction,
-    )
-    from .train import load_model
+    from .data.common import read_image
+    from .predict import FOCAL_FACTOR, check_box, clip_box, predict, save_prediction
+    from .progress import stage
 
-    try:
+    with _reading(f"image {args.image}", args.image):
         image = read_image(args.image)
-    except DataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     H, W = image.shape[:2]
     box = None
     if args.box is not None:
         try:
-            box = check_box(parse_box(args.box), W, H)
+            box = check_box(args.box, W, H)
         except ValueError as err:
-            print(f"error: --box {args.box!r}: {err}", file=sys.stderr)
-            return 2
-    if args.focal is not None and not args.focal > 0:
-        print(f"error: --focal {args.focal}: expected a positive focal length in pixels", file=sys.stderr)
-        return 2
-    if args.refine_steps is not None and args.refine_steps < 0:
-        print(f"error: --refine-steps {args.refine_steps}: expected ≥ 0", file=sys.stderr)
-        return 2
-    try:
-        ckpt = resolve_checkpoint(args.checkpoint)
-        prof = profile()
-        model = load_model(ckpt, map_location=prof.device)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+            raise BadInput(f"--box {','.join(f'{v:g}' for v in args.box)}: {err}") from None
+    prof = profile()
+    ckpt, model = _load_network(args.checkpoint, prof.device)
     steps = prof.refine_steps if args.refine_steps is None else args.refine_steps
     try:
         det = _detect(args, image, box)
     except (ImportError, FileNotFoundError) as err:
-        print(f"error: --evidence {args.evidence}: {err}", file=sys.stderr)
-        return 2
+        raise BadInput(f"--evidence {args.evidence}: {err}") from None
     left = args.left
     keypoints = None
     if det is not None:
@@ -198,8 +365,9 @@ def _predict(args) -> int:
         print(f"MediaPipe: {det.side} hand (score {det.score:.2f}); Eq. 13 fits its 2D keypoints")
         if not steps:
             print("note: --refine-steps 0 uses the network alone; MediaPipe only gave the box and side")
-    pred = predict(model, image, box=box, focal=args.focal, left=left, refine_steps=steps,
-                   keypoints=keypoints, evidence="mediapipe")
+    with stage(f"network + Eq. 13 ({steps} steps)" if steps else "network"):
+        pred = predict(model, image, box=box, focal=args.focal, left=left, refine_steps=steps,
+                       keypoints=keypoints, evidence="mediapipe")
     files = save_prediction(pred, args.out, image, image_path=str(args.image), checkpoint=str(ckpt))
     x, y, w, h = pred.box
     print(f"{args.image} ({W}×{H}): {pred.side} hand, box {x:g},{y:g},{w:g},{h:g}"
@@ -213,122 +381,131 @@ def _predict(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m handlib", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+# ----------------------------------------------------------------------------------------------
+# The parser
+# ----------------------------------------------------------------------------------------------
+def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="the whole pipeline → runs/demo/report.html (hand model, data, network, "
                                     "scores, refinement, ablations)")
-    p.add_argument("--out", type=Path, default=Path("runs/demo"))
+    p.add_argument("--out", type=folder_to_write, default=Path("runs/demo"))
     p.add_argument("--no-build", action="store_true", help="skip rebuilding the asset from code")
     p.add_argument("--hand-only", action="store_true", help="only the hand model (pictures and meshes)")
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="network to use (default: $HANDLIB_CHECKPOINT, runs/cpu/checkpoint.pt, "
                         "else a brief run)")
     p.add_argument("--ablation", type=Path, default=None, help="an ablation.json to include in the report")
+
+
+def _add_train(sub) -> None:
     t = sub.add_parser("train", help="train DHPE (sizes from $HANDLIB_PROFILE)")
-    t.add_argument("--out", type=Path, default=Path("runs/train"))
+    t.add_argument("--out", type=folder_to_write, default=Path("runs/train"))
     t.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
-    t.add_argument("--steps", type=int, default=None, help="total optimiser steps (default: the profile's)")
-    t.add_argument("--stop-after", type=int, default=None, help="stop after this many steps of this run")
-    t.add_argument("--batch-size", type=int, default=None)
-    t.add_argument("--lr", type=float, default=None)
-    t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--steps", type=whole_number(1), default=None,
+                   help="total optimiser steps (default: the profile's)")
+    t.add_argument("--stop-after", type=whole_number(1), default=None,
+                   help="stop after this many steps of this run")
+    t.add_argument("--batch-size", type=whole_number(1), default=None)
+    t.add_argument("--lr", type=positive_number("learning rate"), default=None)
+    t.add_argument("--seed", type=whole_number(0), default=None)
     t.add_argument("--data", type=Path, default=None, help="folder from data_scripts/make_synthetic.py")
-    t.add_argument("--workers", type=int, default=None)
-    t.add_argument("--eval-samples", type=int, default=None, help="held-out val samples scored at the end")
-    t.add_argument("--ckpt-every", type=int, default=None)
-    t.add_argument("--log-every", type=int, default=None)
+    t.add_argument("--workers", type=whole_number(0), default=None)
+    t.add_argument("--eval-samples", type=whole_number(0), default=None,
+                   help="held-out val samples scored at the end")
+    t.add_argument("--ckpt-every", type=whole_number(1), default=None)
+    t.add_argument("--log-every", type=whole_number(1), default=None)
+
+
+def _add_eval(sub) -> None:
     e = sub.add_parser("eval", help="score a checkpoint (3D PCK AUC 20–50 mm, MPJPE, PA-MPJPE)")
     e.add_argument("--checkpoint", type=Path, required=True)
     e.add_argument("--dataset", default="synthetic", help="synthetic | rhd | stb | freihand | dexter_object")
     e.add_argument("--root", type=Path, default=None, help="dataset folder (real datasets)")
     e.add_argument("--split", default=None)
-    e.add_argument("--seed", type=int, default=0, help="synthetic: the dataset seed")
-    e.add_argument("--num", type=int, default=500, help="number of samples")
-    e.add_argument("--refine-steps", type=int, default=None,
+    e.add_argument("--seed", type=whole_number(0), default=0, help="synthetic: the dataset seed")
+    e.add_argument("--num", type=whole_number(1), default=500, help="number of samples")
+    e.add_argument("--refine-steps", type=whole_number(0), default=None,
                    help="also score after Eq. 13 refinement (default: the profile's refine_steps; 0: off)")
     e.add_argument("--fast-refine", action="store_true",
                    help="RefineConfig.fast(): term (b) every 2nd step, half-resolution R(h) (approximate)")
-    e.add_argument("--batch-size", type=int, default=16)
-    e.add_argument("--json", type=Path, default=None, help="write the scores here")
+    e.add_argument("--batch-size", type=whole_number(1), default=16)
+    e.add_argument("--json", type=file_to_write, default=None, help="write the scores here")
+
+
+def _add_predict(sub) -> None:
     q = sub.add_parser("predict", help="3D hand mesh and keypoints from one image (writes --out)")
     q.add_argument("image", type=Path, help="a photo (any format OpenCV reads)")
-    q.add_argument("--box", default=None,
+    q.add_argument("--box", type=_box, default=None,
                    help="hand box x,y,w,h in pixels (default: the image's central square)")
     q.add_argument("--checkpoint", type=Path, default=None, help="default: $HANDLIB_CHECKPOINT")
-    q.add_argument("--focal", type=float, default=None,
+    q.add_argument("--focal", type=positive_number("focal length in pixels"), default=None,
                    help="focal length in pixels (default, assumed: 1.2 × the larger side, ≈45° FOV)")
-    q.add_argument("--left", action="store_true", help="a left hand (mirrored for the right-hand network)")
-    q.add_argument("--right", action="store_true", help="a right hand (overrides MediaPipe's label)")
+    side = q.add_mutually_exclusive_group()
+    side.add_argument("--left", action="store_true", help="a left hand (mirrored for the right-hand network)")
+    side.add_argument("--right", action="store_true", help="a right hand (overrides MediaPipe's label)")
     q.add_argument("--evidence", choices=("auto", "mediapipe", "network"), default="auto",
                    help="2D evidence for Eq. 13: MediaPipe's pretrained landmarks (box, side, keypoints; "
                         "needs handlib[real] and data_scripts/get_pretrained.py) or the network's own; "
                         "auto: MediaPipe when available")
-    q.add_argument("--refine-steps", type=int, default=None,
+    q.add_argument("--refine-steps", type=whole_number(0), default=None,
                    help="Eq. 13 refinement steps (default: the profile's refine_steps; 0: off)")
-    q.add_argument("--out", type=Path, default=Path("runs/predict"),
+    q.add_argument("--out", type=folder_to_write, default=Path("runs/predict"),
                    help="folder for mesh.obj, mesh.ply, joints.json, overlay.png (default: runs/predict)")
+
+
+def _add_ablate(sub) -> None:
     a = sub.add_parser("ablate", help="train and score the ablation variants (Fig. 5 d–e); "
                                       "writes a table and plot")
-    a.add_argument("--out", type=Path, default=Path("runs/ablate"))
-    a.add_argument("--variants", default=None, help="comma-separated subset (default: all)")
-    a.add_argument("--steps", type=int, default=None,
+    a.add_argument("--out", type=folder_to_write, default=Path("runs/ablate"))
+    a.add_argument("--variants", type=_variants, default=None, help="comma-separated subset (default: all)")
+    a.add_argument("--steps", type=whole_number(1), default=None,
                    help="training steps per variant (default: the profile's)")
-    a.add_argument("--num-samples", type=int, default=None, help="synthetic training samples per variant")
-    a.add_argument("--num", type=int, default=100, help="held-out test crops scored per variant")
-    a.add_argument("--refine-steps", type=int, default=None,
+    a.add_argument("--num-samples", type=whole_number(1), default=None,
+                   help="synthetic training samples per variant")
+    a.add_argument("--num", type=whole_number(1), default=100, help="held-out test crops scored per variant")
+    a.add_argument("--refine-steps", type=whole_number(0), default=None,
                    help="Eq. 13 iterations at test time (default: the profile's refine_steps)")
-    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--seed", type=whole_number(0), default=0)
+
+
+def _add_eval_real(sub) -> None:
     r = sub.add_parser("eval-real", help="score real annotated frames (mmpose test-data formats): "
                                          "MediaPipe + Eq. 13 vs the network alone")
     r.add_argument("--root", type=Path, required=True, help="e.g. ../shared/realdata/mmpose_testdata")
     r.add_argument("--checkpoint", type=Path, default=None,
                    help="default: $HANDLIB_CHECKPOINT or the shipped one")
-    r.add_argument("--refine-steps", type=int, default=50)
+    r.add_argument("--refine-steps", type=whole_number(0), default=50)
     r.add_argument("--no-pretrained", action="store_true", help="score the network alone")
-    r.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args(argv)
-    if args.command == "eval-real":
-        return _eval_real(args)
-    if args.command == "ablate":
-        return _ablate(args)
-    if args.command == "eval":
-        return _eval(args)
-    if args.command == "predict":
-        return _predict(args)
-    if args.command == "demo":
-        from .demo import DemoConfig, hand_model_demo, run_demo
+    r.add_argument("--json", type=file_to_write, default=None)
 
-        if args.hand_only:
-            hand_model_demo(args.out, build=not args.no_build)
-            return 0
+
+COMMANDS = {"demo": (_add_demo, _demo), "train": (_add_train, _train), "eval": (_add_eval, _eval),
+            "predict": (_add_predict, _predict), "ablate": (_add_ablate, _ablate),
+            "eval-real": (_add_eval_real, _eval_real)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="python -m handlib", description=__doc__,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add, _ in COMMANDS.values():
+        add(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Run a command; bad input ends it with exit code 2 and one line on stderr."""
+    try:
+        args = build_parser().parse_args(argv)
         from .config import profile
 
-        cfg = DemoConfig.from_profile(profile().name, build=not args.no_build,
-                                      checkpoint=None if args.checkpoint is None else str(args.checkpoint),
-                                      ablation=None if args.ablation is None else str(args.ablation))
         try:
-            run_demo(args.out, cfg)
-        except FileNotFoundError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-    elif args.command == "train":
-        from .config import profile
-        from .train import TrainConfig, train
-
-        over = {k: v for k, v in (("steps", args.steps), ("stop_after", args.stop_after),
-                                  ("batch_size", args.batch_size), ("lr", args.lr), ("seed", args.seed),
-                                  ("data", None if args.data is None else str(args.data)),
-                                  ("workers", args.workers), ("eval_samples", args.eval_samples),
-                                  ("ckpt_every", args.ckpt_every), ("log_every", args.log_every))
-                if v is not None}
-        cfg = TrainConfig.from_profile(out=str(args.out), **over)
-        if args.steps is not None and "warmup" not in over:
-            cfg = dataclasses.replace(cfg, warmup=min(cfg.warmup, max(1, args.steps // 10)))
-        print(f"profile {profile().name}: {cfg.steps} steps, batch {cfg.batch_size}, out {args.out}")
-        train(cfg, resume=args.resume)
-    return 0
+            profile()
+        except ValueError as err:  # $HANDLIB_PROFILE names no profile
+            raise BadInput(str(err)) from None
+        return COMMANDS[args.command][1](args)
+    except BadInput as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

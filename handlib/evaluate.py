@@ -34,9 +34,10 @@ import torch
 
 from .data.batch import collate
 from .metrics import THRESHOLDS_2D_PX, THRESHOLDS_3D_MM, PoseEvaluator, mask_scores, mesh_scores
+from .progress import bar
 
-__all__ = ["evaluate_model", "score_batch", "ground_truth_verts", "dataset_for_eval", "write_report",
-           "DATASETS", "THRESHOLDS_0_50_MM", "MESH_FSCORE_MM"]
+__all__ = ["evaluate_model", "score_batch", "ground_truth_verts", "dataset_for_eval", "dataset_splits",
+           "write_report", "DATASETS", "THRESHOLDS_0_50_MM", "MESH_FSCORE_MM"]
 
 THRESHOLDS_0_50_MM = tuple(float(t) for t in np.linspace(0.0, 50.0, 51))  # hand3d get_measures(0, 50, 51)
 MESH_FSCORE_MM = (5.0, 15.0)  # FreiHAND's F@5mm and F@15mm
@@ -137,13 +138,14 @@ def score_batch(batch: dict, joints, j2d, verts=None, silhouette=None, gt_verts=
 
 
 def evaluate_model(model, dataset, batch_size: int = 32, device="cpu", workers: int = 0,
-                   refine=None) -> dict:
+                   refine=None, progress: bool = True) -> dict:
     """Score ``model`` (a :class:`~handlib.model.DHPE`) on every item of ``dataset``.
 
     Args:
         dataset: a :class:`~handlib.train.DrawDataset` (items ``(index, draw)``) or any dataset of
             cropped samples indexed by int.
         refine: a :class:`~handlib.refine.RefineConfig` to also score Eq. 13's refined meshes.
+        progress: a bar over the batches on a terminal (never in notebooks: ``handlib.progress``).
     Returns:
         dict: num_samples; auc_20_50, mean_mm, median_mm, pck, thresholds_mm (scale-aligned 3D);
         auc_0_50, pck_0_50, thresholds_0_50_mm (the same errors, hand3d's 0–50 mm grid);
@@ -166,7 +168,8 @@ def evaluate_model(model, dataset, batch_size: int = 32, device="cpu", workers: 
     net, ref = _Scores(), _Scores()
     refiner2d = PoseEvaluator(mode="none", unit=1.0, unit_name="px", thresholds=THRESHOLDS_2D_PX)
     seconds = 0.0
-    for batch in loader:
+    desc = f"scoring {n} crops" + (f" + Eq. 13 ({refine.iterations} steps)" if refine is not None else "")
+    for batch in bar(loader, desc, total=len(batches), enabled=progress, unit="batch"):
         batch = {k: v.to(device) for k, v in batch.items()}
         with torch.no_grad():
             out = model(batch["image"], batch["K"], render=True)
@@ -192,6 +195,18 @@ def evaluate_model(model, dataset, batch_size: int = 32, device="cpu", workers: 
 
 
 DATASETS = ("synthetic", "rhd", "stb", "freihand", "dexter_object")
+
+
+def dataset_splits(name: str) -> tuple:
+    """The ``split`` values :func:`dataset_for_eval` accepts for dataset ``name`` (() for Dexter+Object,
+    which has one set)."""
+    from .data import freihand, rhd, stb, synthetic
+
+    splits = {"synthetic": synthetic.SPLITS, "rhd": rhd.SPLITS, "stb": stb.SPLIT_SEQUENCES,
+              "freihand": freihand.SPLITS, "dexter_object": ()}
+    if name not in splits:
+        raise ValueError(f"dataset: expected one of {DATASETS}, got {name!r}")
+    return tuple(splits[name])
 
 
 def dataset_for_eval(name: str, image_size: int, root=None, split: str | None = None, seed: int = 0,
@@ -226,7 +241,8 @@ def dataset_for_eval(name: str, image_size: int, root=None, split: str | None = 
 
 
 def write_report(result: dict, path) -> Path:
-    """Write an :func:`evaluate_model` result as JSON."""
+    """Write an :func:`evaluate_model` result as JSON (creating its folder)."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))
     return path

@@ -149,11 +149,12 @@ def default_box(width: int, height: int) -> tuple:
     return ((width - s) / 2.0, (height - s) / 2.0, float(s), float(s))
 
 
-def check_box(box, width: int, height: int) -> tuple:
+def check_box(box, width: int | None = None, height: int | None = None) -> tuple:
     """Check a hand box against an image of ``width`` × ``height`` pixels.
 
     The box covers pixels x … x + w − 1 (columns) and y … y + h − 1 (rows), so it must satisfy
-    w, h > 0, x, y ≥ 0, x + w ≤ width and y + h ≤ height.
+    w, h > 0, x, y ≥ 0, x + w ≤ width and y + h ≤ height. Without a size (``None``, e.g. before
+    the image is read) only the first two are checked.
 
     Returns:
         (x, y, w, h) as floats. Raises ValueError naming the problem.
@@ -165,9 +166,11 @@ def check_box(box, width: int, height: int) -> tuple:
         raise ValueError(f"non-finite value in {box}")
     if w <= 0 or h <= 0:
         raise ValueError(f"width and height must be positive, got w={w:g}, h={h:g}")
-    if x < 0 or y < 0 or x + w > width or y + h > height:
+    if x < 0 or y < 0:
+        raise ValueError(f"box ({x:g}, {y:g}, {w:g}, {h:g}) is not inside the image (need x, y ≥ 0)")
+    if width is not None and height is not None and (x + w > width or y + h > height):
         raise ValueError(f"box ({x:g}, {y:g}, {w:g}, {h:g}) is not inside the {width}×{height} image "
-                         f"(need x, y ≥ 0, x + w ≤ {width}, y + h ≤ {height})")
+                         f"(need x + w ≤ {width}, y + h ≤ {height})")
     return (x, y, w, h)
 
 

@@ -33,6 +33,7 @@ import torch
 
 from .data.mmpose_frames import RealFrame, read_frames
 from .metrics import align_procrustes, align_root
+from .progress import bar, echo
 
 __all__ = ["RealEvalConfig", "score_frame", "evaluate_real", "summarize", "real_table"]
 
@@ -135,11 +136,16 @@ def summarize(rows: list[dict]) -> dict:
     return out
 
 
-def evaluate_real(model, root, detector=None, cfg: RealEvalConfig = RealEvalConfig(), log=print) -> dict:
-    """Score every frame under ``root`` (:func:`~handlib.data.mmpose_frames.read_frames`)."""
+def evaluate_real(model, root, detector=None, cfg: RealEvalConfig = RealEvalConfig(), log=echo,
+                  progress: bool = True) -> dict:
+    """Score every frame under ``root`` (:func:`~handlib.data.mmpose_frames.read_frames`).
+
+    ``log`` gets one line per frame; ``progress`` adds a bar on a terminal (:mod:`handlib.progress`).
+    Raises the :class:`~handlib.data.DataError` of a missing or malformed file under ``root``.
+    """
     frames = read_frames(root)
     rows = []
-    for f in frames:
+    for f in bar(frames, "frames", enabled=progress, unit="frame"):
         rows.append(score_frame(model, f, detector, cfg))
         log(f"{f.source:>9} {f.frame_id}: network 2D {rows[-1]['network']['err_2d_px']:.1f} px"
             + (f", pretrained+Eq.13 2D {rows[-1]['pretrained']['err_2d_px']:.1f} px"

@@ -25,7 +25,9 @@ import csv
 import dataclasses
 import math
 import os
+import pickle
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +38,7 @@ from torch import nn
 from . import losses as L
 from .augment import AugmentBuffer, AugmentConfig, augment_seeds, mix_into
 from .config import Profile, profile, seed_everything
-from .data import CropConfig, SyntheticFolder, SyntheticHands, crop_to_hand
+from .data import CropConfig, DataError, MissingData, SyntheticFolder, SyntheticHands, crop_to_hand
 from .data.batch import collate
 from .heatmaps import gaussian_heatmaps, image_to_heatmap
 from .lbs import blend_shapes
@@ -249,13 +251,30 @@ def save_checkpoint(path, model: DHPE, optimizer, scheduler, step: int, cfg: Tra
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
-    """Read a checkpoint with ``weights_only=True`` (no code runs); checks its format."""
+    """Read a checkpoint with ``weights_only=True`` (no code runs); checks its format.
+
+    Raises:
+        MissingData (a FileNotFoundError): no such file. DataError (a ValueError): not a readable
+        PyTorch file (empty, truncated, corrupt, or holding objects a weights-only load refuses), or
+        not a handlib DHPE checkpoint.
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no checkpoint")
-    state = torch.load(path, map_location=map_location, weights_only=True)
+        raise MissingData("no checkpoint" + (" (a folder)" if path.is_dir() else ""), path)
+    try:
+        with warnings.catch_warnings():  # a foreign pickle's protocol warning is not news here
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:  # never retried without weights_only: that would run its code
+        if "Unsupported global" in str(err):
+            raise DataError("holds Python objects besides tensors and plain values, which a weights-only "
+                            "load refuses (handlib checkpoints hold none)", path) from None
+        raise DataError("not a readable PyTorch checkpoint (corrupt)", path) from None
+    except Exception as err:  # noqa: BLE001  damaged files fail in many ways (RuntimeError, EOFError, KeyError…)
+        raise DataError(f"not a readable PyTorch checkpoint (empty, truncated or corrupt: "
+                        f"{type(err).__name__})", path) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not a handlib DHPE checkpoint (format {CHECKPOINT_FORMAT!r} expected)")
+        raise DataError(f"not a handlib DHPE checkpoint (format {CHECKPOINT_FORMAT!r} expected)", path)
     return state
 
 
@@ -287,10 +306,24 @@ def export_checkpoint(src, dest, **meta) -> Path:
 
 
 def load_model(path, map_location="cpu") -> DHPE:
-    """A DHPE with the architecture and weights of a checkpoint, in eval mode."""
+    """A DHPE with the architecture and weights of a checkpoint, in eval mode.
+
+    Raises:
+        the errors of :func:`load_checkpoint`, and DataError when its config or weights do not
+        describe a DHPE this handlib builds.
+    """
     state = load_checkpoint(path, map_location)
-    model = DHPE(ModelConfig.from_dict(state["model_config"]))
-    model.load_state_dict(state["model"])
+    try:
+        model = DHPE(ModelConfig.from_dict(state["model_config"]))
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise DataError(f"a handlib checkpoint whose model config this version cannot build "
+                        f"({type(err).__name__}: {err})", path) from None
+    try:
+        model.load_state_dict(state["model"])
+    except (KeyError, RuntimeError) as err:  # missing "model", or weights of another shape
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()] or [type(err).__name__]
+        first = lines[-1] if lines[0].startswith("Error(s) in loading") else lines[0]  # skip torch's header
+        raise DataError(f"weights do not fit the model its config describes ({first[:160]})", path) from None
     return model.eval()
 
 

@@ -69,16 +69,26 @@ def test_report_helpers_escape_and_format(tmp_path):
     assert page.startswith("<!DOCTYPE html>") and "T &amp; t" in page
 
 
-def test_demo_pipeline_writes_the_report(tmp_path, monkeypatch):
+def test_demo_pipeline_writes_the_report(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HANDLIB_PROFILE", "ci")
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("HANDLIB_CHECKPOINT", raising=False)
     cfg = DemoConfig(data_num=6, eval_num=6, train_steps=4, examples=2, meshes=1, refine_steps=2, build=False)
     s = run_demo(tmp_path / "demo", cfg)
     out = tmp_path / "demo"
+    # the budget first, then one timed line per stage (no terminal here: no bars, nothing on stderr)
+    printed = capsys.readouterr()
+    lines = printed.out.splitlines()
+    assert lines[0] == s["budget"] and "6 of 6 synthetic test crops" in lines[0] and "2 steps" in lines[0]
+    timed = [ln for ln in lines if ": done in " in ln]
+    assert [ln.split(":")[0][:5] for ln in timed] == [f"[{k}/5]" for k in range(1, 6)]
+    assert list(s["stage_seconds"]) == ["hand_model", "network", "test_set", "scores", "report"]
+    assert s["stage_seconds"]["scores"] > 0 and sum(s["stage_seconds"].values()) <= s["seconds"] + 0.1
+    assert "it/s" not in printed.err and "%|" not in printed.err
     assert s["checkpoint"] == str(out / "train" / "checkpoint.pt") and "brief" in s["checkpoint_source"]
     page = (out / "report.html").read_text()
-    for text in ("Headline numbers", "Ablations", "handlib ablate", "Examples", "plotly", "Training"):
+    for text in ("Headline numbers", "Ablations", "handlib ablate", "Examples", "plotly", "Training",
+                 "budget (ci profile)"):
         assert text in page, text
     assert page.count("data:image/png;base64,") >= 3  # PCK, examples, losses
     ev = json.loads((out / "eval.json").read_text())

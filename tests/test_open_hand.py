@@ -245,8 +245,8 @@ def test_rebuild_is_bit_identical_across_kernels_and_threads(built, tmp_path):
         env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
         env.update({k: v for k, v in var.items() if k != "torch_threads"})
         out = tmp_path / f"rebuild{i}.npz"
-        procs.append((out, var, subprocess.Popen([sys.executable, "-c", _REBUILD, str(out), var["torch_threads"]],
-                                                 env=env, stderr=subprocess.PIPE, text=True)))
+        cmd = [sys.executable, "-c", _REBUILD, str(out), var["torch_threads"]]
+        procs.append((out, var, subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)))
     here = tmp_path / "here.npz"
     oh.save_asset(built, here)
     for out, var, proc in procs:

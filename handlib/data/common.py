@@ -35,7 +35,11 @@ REQUIRED_KEYS = ("image", "mask", "kp2d", "kp3d", "K", "valid", "side", "index",
 
 
 class DataError(ValueError):
-    """A dataset file is missing, unreadable or malformed. ``path`` and ``index`` say which."""
+    """An input file (dataset file or folder, image, checkpoint) is missing, unreadable or malformed.
+
+    ``str(err)`` is ``"<path> sample <index>: <reason>"``; ``path``, ``index`` and ``reason`` say
+    which and why, so the command line can name its flag instead (``error: --data DIR: reason``).
+    """
 
     def __init__(self, message: str, path=None, index=None):
         where = []
@@ -44,7 +48,11 @@ class DataError(ValueError):
         if index is not None:
             where.append(f"sample {index}")
         super().__init__(f"{' '.join(where)}: {message}" if where else message)
-        self.path, self.index = path, index
+        self.path, self.index, self.reason = path, index, message
+
+
+class MissingData(DataError, FileNotFoundError):
+    """A required file or folder is absent (also a ``FileNotFoundError``)."""
 
 
 def check_array(value, shape: tuple, name: str, path=None, index=None) -> np.ndarray:
@@ -67,11 +75,14 @@ def read_image(path, index=None) -> np.ndarray:
     """Read a colour image with OpenCV. Returns (H, W, 3) uint8 **RGB**.
 
     Raises:
-        DataError: the file is missing, empty, truncated or not an image (names file and index).
+        DataError: the file is missing (:class:`MissingData`), a folder, empty, truncated or not an
+            image (names file and index).
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError("a folder, not an image file", path, index)
     if not path.is_file():
-        raise DataError("missing image file", path, index)
+        raise MissingData("missing image file", path, index)
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None or img.size == 0:
         raise DataError("unreadable image (truncated or not an image file)", path, index)
@@ -82,12 +93,12 @@ def read_json(path, kind: type = dict, what: str = "annotation file"):
     """Read a JSON file whose top level must be ``kind`` (dict or list).
 
     Raises:
-        FileNotFoundError: ``"<path>: <what> not found"``.
+        MissingData: ``"<path>: <what> not found"`` (a ``FileNotFoundError``).
         DataError: unreadable JSON, or a top level of another type (names the file).
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: {what} not found")
+        raise MissingData(f"{what} not found", path)
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:

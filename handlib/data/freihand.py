@@ -36,6 +36,7 @@ import numpy as np
 from .common import (
     DataError,
     HandDataset,
+    MissingData,
     check_array,
     make_sample,
     project_np,
@@ -103,8 +104,8 @@ class FreiHAND(HandDataset):
         self.mano_path = self.root / f"{self.split}_mano.json"
         self.Ks = _load_json(self.K_path, "intrinsics")
         if self.split == "evaluation" and not self.xyz_path.is_file():
-            raise FileNotFoundError(f"{self.xyz_path}: evaluation keypoints are only in FreiHAND v2 "
-                                    "(FreiHAND_pub_v2_eval.zip); unpack it into the same folder")
+            raise MissingData("evaluation keypoints are only in FreiHAND v2 (FreiHAND_pub_v2_eval.zip); "
+                              "unpack it into the same folder", self.xyz_path)
         self.xyzs = _load_json(self.xyz_path, "keypoints")
         with_mano = with_mano and self.mano_path.is_file()
         self.manos = _load_json(self.mano_path, "MANO fits") if with_mano else None

@@ -50,7 +50,7 @@ import cv2
 import numpy as np
 
 from ..skeleton import convert
-from .common import DataError, read_image, read_json
+from .common import DataError, MissingData, read_image, read_json
 
 SOURCES = ("rhd", "freihand", "interhand")
 # InterHand2.6M's per-hand order is skeleton.ORDERS["interhand"] (tip → MCP per finger, wrist last).
@@ -287,8 +287,8 @@ def _interhand_files(folder: Path) -> dict:
     for kind in ("camera", "data", "joint_3d"):
         hits = sorted(folder.glob(f"*_{kind}.json"))
         if len(hits) != 1:
-            raise FileNotFoundError(f"{folder}: expected one *_{kind}.json of InterHand2.6M, found "
-                                    f"{[h.name for h in hits]}")
+            raise MissingData(f"expected one *_{kind}.json of InterHand2.6M, found {[h.name for h in hits]}",
+                              folder)
         found[kind] = hits[0]
     return found
 
@@ -360,11 +360,12 @@ def read_frames(root) -> list[RealFrame]:
     ``*_joint_3d.json`` triple (InterHand2.6M). Order: RHD, FreiHAND, InterHand; files sorted.
 
     Raises:
-        FileNotFoundError: none of the three layouts is under ``root``.
+        MissingData (a FileNotFoundError): ``root`` is not a folder, or none of the three layouts
+        is under it. DataError: a malformed annotation file (names the file, entry and key).
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"{root}: not a folder")
+        raise MissingData("not a folder", root)
     folders = [root] + sorted(p for p in root.iterdir() if p.is_dir())
     rhd, frei, inter = [], [], []
     for d in folders:
@@ -377,8 +378,8 @@ def read_frames(root) -> list[RealFrame]:
         if list(d.glob("*_joint_3d.json")):
             inter += read_interhand_frames(d)
     if not (rhd or frei or inter):
-        raise FileNotFoundError(f"{root}: no RHD, FreiHAND or InterHand2.6M annotation files "
-                                "(*rhd*.json, *freihand*.json, *_joint_3d.json) in it or its sub-folders")
+        raise MissingData("no RHD, FreiHAND or InterHand2.6M annotation files (*rhd*.json, *freihand*.json, "
+                          "*_joint_3d.json) in it or its sub-folders", root)
     return rhd + frei + inter
 
 

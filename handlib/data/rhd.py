@@ -32,7 +32,7 @@ import numpy as np
 
 from .. import safe_pickle
 from ..skeleton import convert
-from .common import DataError, HandDataset, check_array, make_sample, read_image, read_label
+from .common import DataError, HandDataset, MissingData, check_array, make_sample, read_image, read_label
 
 SPLITS = {"training": "training", "train": "training", "evaluation": "evaluation", "test": "evaluation",
           "eval": "evaluation"}
@@ -76,9 +76,12 @@ class RHD(HandDataset):
         self.dir = self.root / self.split
         self.anno_path = self.dir / f"anno_{self.split}.pickle"
         if not self.anno_path.is_file():
-            raise FileNotFoundError(f"{self.anno_path}: RHD annotation file not found; point root at the "
-                                    "RHD_published_v2 folder (holding training/ and evaluation/)")
-        anno = safe_pickle.load(self.anno_path, what="RHD annotations")
+            raise MissingData("RHD annotation file not found; point root at the RHD_published_v2 folder "
+                              "(holding training/ and evaluation/)", self.anno_path)
+        try:
+            anno = safe_pickle.load(self.anno_path, what="RHD annotations")
+        except ValueError as err:  # not a readable pickle (the message names the file); a pickle that
+            raise DataError(str(err)) from None  # asks for code raises UnsafePickleError as it is
         if not isinstance(anno, dict):
             raise DataError(f"expected a dict of sample id -> annotation, got {type(anno).__name__}",
                             self.anno_path)

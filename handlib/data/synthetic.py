@@ -37,6 +37,7 @@ import io
 import json
 import os
 import time
+import zipfile
 from pathlib import Path
 
 import cv2
@@ -51,7 +52,16 @@ from ..raster import render_rgb
 from ..rotations import quaternion_to_axis_angle
 from ..skeleton import MIDDLE_MCP
 from . import backgrounds
-from .common import DataError, HandDataset, make_sample, project_np, read_image, read_label
+from .common import (
+    DataError,
+    HandDataset,
+    MissingData,
+    make_sample,
+    project_np,
+    read_image,
+    read_json,
+    read_label,
+)
 
 SPLITS = {"train": 0, "val": 1, "test": 2}
 FORMAT_VERSION = 1
@@ -586,6 +596,9 @@ class SyntheticFolder(HandDataset):
 
     Args:
         root: the ``--out`` folder. split: "train" | "val" | "test".
+    Raises:
+        MissingData: ``root`` is not a folder, or has no manifest ``<split>.npz`` or ``<split>.json``.
+        DataError: an unreadable manifest, or one without the fields :func:`build_manifest` writes.
     """
 
     name = "SyntheticFolder"
@@ -593,13 +606,22 @@ class SyntheticFolder(HandDataset):
     def __init__(self, root, split: str = "train", transform=None, on_error: str = "raise"):
         super().__init__(transform, on_error)
         self.root, self.split = Path(root), split
+        how = f"write it with `python data_scripts/make_synthetic.py --out {root} --split {split}`"
+        if not self.root.is_dir():
+            raise MissingData("not a folder; expected one written by data_scripts/make_synthetic.py",
+                              self.root)
         path = self.root / f"{split}.npz"
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: no manifest; write the split with `python "
-                                    f"data_scripts/make_synthetic.py --out {root} --split {split} ...`")
-        with np.load(path, allow_pickle=False) as z:
-            self.labels = {k: z[k] for k in z.files}
-        self.meta = json.loads((self.root / f"{split}.json").read_text())
+            raise MissingData(f"no manifest {path.name} of the {split!r} split; {how}", self.root)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                self.labels = {k: z[k] for k in z.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+            raise DataError(f"unreadable manifest ({type(err).__name__}); {how}", path) from None
+        missing = sorted({"index", "image", "mask", *LABEL_DTYPE.names} - set(self.labels))
+        if missing:
+            raise DataError(f"manifest without {missing}; {how}", path)
+        self.meta = read_json(self.root / f"{split}.json", dict, "split description")
         self._num = len(self.labels["index"])
 
     def _load(self, i: int, image: bool = True) -> dict:
