@@ -1,25 +1,28 @@
-"""Honest numbers on real photos: pretrained 2D evidence + Eq. 13 vs handlib's own network alone.
+"""Honest numbers on real photos: the pretrained detector, the fit to it, Eq. 13, and the network.
 
 ``python -m handlib eval-real --root ../shared/realdata/mmpose_testdata --json runs/real/real_eval.json``
 reads annotated real frames in the simple formats of mmpose's public test data
 (:mod:`handlib.data.mmpose_frames`: RHD frames with 3D joints and cameras, FreiHAND frames with 2D
-keypoints, InterHand2.6M frames with cameras and world joints) and scores, per source:
+keypoints, InterHand2.6M frames with cameras and world joints; one record per labelled hand) and
+scores every labelled hand, per source, along these paths:
 
-* **pretrained + Eq. 13** (``python -m handlib predict``'s default path): MediaPipe finds the hand
-  in the *whole* photo (box, side, 21 keypoints); the network's estimate in that box is refined
-  with Eq. 13, term (a) fitting MediaPipe's keypoints. A frame counts as detected when a detection's
-  keypoint box overlaps the ground truth's (IoU > 0.3); the scores below are over detected frames.
-  The raw MediaPipe keypoints are scored too (``mediapipe_2d``): MediaPipe puts knuckles on the
-  skin, the datasets at joint centres.
-* **network alone**: handlib's DHPE (the shipped synthetic-only checkpoint by default) on the crop
-  of the ground-truth box, with the ground-truth side, no refinement — what the network itself
-  knows about real images.
+* **MediaPipe + fit** (``fit``): MediaPipe finds the hands in the *whole* photo (box, side, 21
+  keypoints, 21 world landmarks); :func:`handlib.fit.fit_hand` fits the hand model to them
+  (inverse kinematics from the world landmarks, then Levenberg–Marquardt on the 2D keypoints).
+* **MediaPipe + Eq. 13** (``pretrained``): the network's estimate in the detected box, refined with
+  Eq. 13 whose term (a) fits MediaPipe's keypoints (the paper's refinement, external keypoints).
+* **MediaPipe alone**: its 2D keypoints (``mediapipe_2d``) and its world landmarks
+  (``mediapipe_world``, 3D scores only), scored with the same alignment code as the rest.
+* **network alone** (``network``): handlib's DHPE (the shipped synthetic-only checkpoint by
+  default) on the crop of the ground-truth box, with the ground-truth side, no refinement.
 
-Scores: detection rate; 2D mean error (px) and 2D PCK at 0.2 × the longer side of the ground
-truth's tight keypoint box; for frames with 3D joints (RHD, InterHand): root-relative MPJPE and
-Procrustes-aligned PA-MPJPE (mm) of the 21 keypoints. The camera's focal length and principal
-point are used where the frame has them (then 3D is in the right units; FreiHAND's frames have none
-and get ``predict``'s default). With a dozen frames the numbers are anecdotes, not a benchmark.
+Detections are matched to labelled hands one to one, per photo: pairs in order of their box IoU,
+each above ``match_iou`` (two-hand InterHand photos: each hand gets its own detection or none). The
+MediaPipe rows are over matched hands. Scores: detection rate; 2D mean error (px) and 2D PCK at
+0.2 × the longer side of the ground truth's tight keypoint box; for hands with 3D joints (RHD,
+InterHand): root-relative MPJPE and Procrustes-aligned PA-MPJPE (mm) of the 21 keypoints. The
+camera's focal length and principal point are used where the frame has them; FreiHAND's frames have
+none and get ``predict``'s default. With a dozen hands the numbers are anecdotes, not a benchmark.
 """
 from __future__ import annotations
 
@@ -35,7 +38,9 @@ from .data.mmpose_frames import RealFrame, read_frames
 from .metrics import align_procrustes, align_root
 from .progress import bar, echo
 
-__all__ = ["RealEvalConfig", "score_frame", "evaluate_real", "summarize", "real_table"]
+__all__ = ["RealEvalConfig", "match_detections", "score_frame", "evaluate_real", "summarize", "real_table"]
+PATHS = {"fit": "MediaPipe + fit", "pretrained": "MediaPipe + Eq. 13", "mediapipe_2d": "MediaPipe keypoints",
+         "mediapipe_world": "MediaPipe world landmarks", "network": "handlib network alone (GT box)"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,55 +86,81 @@ def _camera(frame: RealFrame) -> dict:
             "principal": (float(frame.K[0, 2]), float(frame.K[1, 2]))}
 
 
-def score_frame(model, frame: RealFrame, detector=None, cfg: RealEvalConfig = RealEvalConfig()) -> dict:
-    """Both paths on one frame. Returns {"source", "frame", "network": {...}, "pretrained": {...} or
-    {"detected": False}, "mediapipe_2d": {...}} (pretrained keys only with a detector)."""
+def match_detections(frames: list[RealFrame], dets: list, min_iou: float) -> list:
+    """One detection (or None) per labelled hand of one photo: greedy by box IoU, one to one."""
+    boxes = [_tight_box(f.kp2d[f.valid]) for f in frames]
+    pairs = sorted(((_iou(d.box, b), i, j) for i, b in enumerate(boxes) for j, d in enumerate(dets)),
+                   reverse=True)
+    out, used = [None] * len(frames), set()
+    for iou, i, j in pairs:
+        if iou > min_iou and out[i] is None and j not in used:
+            out[i] = dets[j]
+            used.add(j)
+    return out
+
+
+def _intrinsics(frame: RealFrame, W: int, H: int) -> np.ndarray:
+    from .predict import default_focal, image_intrinsics
+
+    return frame.K if frame.K is not None else image_intrinsics(W, H, default_focal(W, H))
+
+
+def score_frame(model, frame: RealFrame, det=None, cfg: RealEvalConfig = RealEvalConfig(),
+                detector_ran: bool = False) -> dict:
+    """Every path on one labelled hand; ``det`` is the detection matched to it (or None).
+
+    Returns {"source", "frame", "network": {...}} and, when a detector ran, "detected" and (if so)
+    "fit", "pretrained", "mediapipe_2d", "mediapipe_world" score dicts.
+    """
+    from .fit import fit_hand
     from .predict import clip_box, predict
     from .refine import RefineConfig
 
     image = frame.image()
     H, W = image.shape[:2]
-    gt_box = _tight_box(frame.kp2d[frame.valid])
     cam = _camera(frame)
     side = frame.side or "right"
     row = {"source": frame.source, "frame": frame.frame_id}
-    net = predict(model, image, box=clip_box(gt_box, W, H), left=side == "left", refine_steps=0, **cam)
+    net = predict(model, image, box=clip_box(_tight_box(frame.kp2d[frame.valid]), W, H), left=side == "left",
+                  refine_steps=0, **cam)
     row["network"] = {**_scores_2d(net.j2d, frame, cfg.pck_fraction), **_scores_3d(net.joints, frame)}
-    if detector is None:
+    if not detector_ran:
         return row
-    dets = [d for d in detector.detect(image) if _iou(d.box, gt_box) > cfg.match_iou]
-    if not dets:
-        row["pretrained"] = {"detected": False}
+    row["detected"] = det is not None
+    if det is None:
         return row
-    d = max(dets, key=lambda d: _iou(d.box, gt_box))
+    row["side_correct"] = det.side == side
+    if det.world is not None:  # the fit starts from the world landmarks (MediaPipe always gives them)
+        fitted = fit_hand(det.kp2d, _intrinsics(frame, W, H), det.world, det.side)
+        row["fit"] = {"seconds": fitted.seconds, "iterations": fitted.iterations,
+                      **_scores_2d(fitted.j2d, frame, cfg.pck_fraction), **_scores_3d(fitted.joints, frame)}
+        row["mediapipe_world"] = _scores_3d(det.world, frame)  # root-relative; PA aligns the rest
     t0 = time.perf_counter()
-    pred = predict(model, image, box=clip_box(d.box, W, H), left=d.side == "left",
-                   refine_steps=cfg.refine_steps, keypoints=d.kp2d, evidence="mediapipe",
+    pred = predict(model, image, box=clip_box(det.box, W, H), left=det.side == "left",
+                   refine_steps=cfg.refine_steps, keypoints=det.kp2d, evidence="mediapipe",
                    refine_cfg=RefineConfig(lr=cfg.refine_lr), **cam)
-    row["pretrained"] = {"detected": True, "side_correct": d.side == side,
-                         "seconds": time.perf_counter() - t0, **_scores_2d(pred.j2d, frame, cfg.pck_fraction),
+    row["pretrained"] = {"seconds": time.perf_counter() - t0, **_scores_2d(pred.j2d, frame, cfg.pck_fraction),
                          **_scores_3d(pred.joints, frame)}
-    row["mediapipe_2d"] = _scores_2d(d.kp2d, frame, cfg.pck_fraction)
+    row["mediapipe_2d"] = _scores_2d(det.kp2d, frame, cfg.pck_fraction)
     return row
 
 
 def summarize(rows: list[dict]) -> dict:
-    """Per source (and "all"): frame count, detection rate, and the mean of every score per path."""
+    """Per source (and "all"): hand count, detection rate, and the mean of every score per path."""
     out = {}
     for src in sorted({r["source"] for r in rows}) + ["all"]:
         rs = [r for r in rows if src in ("all", r["source"])]
         s = {"frames": len(rs)}
-        det = [r["pretrained"]["detected"] for r in rs if "pretrained" in r]
+        det = [r["detected"] for r in rs if "detected" in r]
         if det:
             s["detection_rate"] = float(np.mean(det))
-            s["side_correct"] = float(np.mean([r["pretrained"]["side_correct"] for r in rs
-                                               if r.get("pretrained", {}).get("detected")] or [np.nan]))
-        for path in ("network", "pretrained", "mediapipe_2d"):
+            sides = [r["side_correct"] for r in rs if r.get("detected")]
+            s["side_correct"] = float(np.mean(sides)) if sides else float("nan")
+        for path in PATHS:
             vals: dict = {}
             for r in rs:
                 for k, v in r.get(path, {}).items():
-                    if k not in ("detected", "side_correct", "seconds"):
-                        vals.setdefault(k, []).append(v)
+                    vals.setdefault(k, []).append(v)
             s[path] = {k: float(np.mean(v)) for k, v in vals.items()}
             s[path]["n"] = max((len(v) for v in vals.values()), default=0)
         out[src] = s
@@ -138,19 +169,26 @@ def summarize(rows: list[dict]) -> dict:
 
 def evaluate_real(model, root, detector=None, cfg: RealEvalConfig = RealEvalConfig(), log=echo,
                   progress: bool = True) -> dict:
-    """Score every frame under ``root`` (:func:`~handlib.data.mmpose_frames.read_frames`).
+    """Score every labelled hand under ``root`` (:func:`~handlib.data.mmpose_frames.read_frames`).
 
-    ``log`` gets one line per frame; ``progress`` adds a bar on a terminal (:mod:`handlib.progress`).
-    Raises the :class:`~handlib.data.DataError` of a missing or malformed file under ``root``.
+    The detector runs once per photo; its detections are matched to the photo's labelled hands by
+    :func:`match_detections`. ``log`` gets one line per hand; ``progress`` adds a bar on a terminal
+    (:mod:`handlib.progress`). Raises the :class:`~handlib.data.DataError` of a missing or malformed
+    file under ``root``.
     """
-    frames = read_frames(root)
+    photos: dict = {}
+    for f in read_frames(root):
+        photos.setdefault(str(f.image_path), []).append(f)
     rows = []
-    for f in bar(frames, "frames", enabled=progress, unit="frame"):
-        rows.append(score_frame(model, f, detector, cfg))
-        log(f"{f.source:>9} {f.frame_id}: network 2D {rows[-1]['network']['err_2d_px']:.1f} px"
-            + (f", pretrained+Eq.13 2D {rows[-1]['pretrained']['err_2d_px']:.1f} px"
-               if rows[-1].get("pretrained", {}).get("detected") else
-               (", not detected" if "pretrained" in rows[-1] else "")))
+    for frames in bar(list(photos.values()), "photos", enabled=progress, unit="photo"):
+        dets = detector.detect(frames[0].image()) if detector is not None else []
+        for f, det in zip(frames, match_detections(frames, dets, cfg.match_iou)):
+            rows.append(score_frame(model, f, det, cfg, detector_ran=detector is not None))
+            r = rows[-1]
+            found = (f", MediaPipe 2D {r['mediapipe_2d']['err_2d_px']:.1f} px" if r.get("detected") else "") \
+                + (f", fit 2D {r['fit']['err_2d_px']:.1f} px" if "fit" in r else "")
+            log(f"{f.source:>9} {f.frame_id}: network 2D {r['network']['err_2d_px']:.1f} px"
+                + (found or (", not detected" if "detected" in r else "")))
     return {"root": str(root), "config": dataclasses.asdict(cfg), "frames": rows, "summary": summarize(rows)}
 
 
@@ -158,13 +196,11 @@ def real_table(result: dict) -> str:
     """A markdown table of :func:`evaluate_real`'s summary."""
     def f(d, k, fmt):
         return format(d[k], fmt) if k in d else "–"
-    lines = ["| source | frames | detected | path | 2D error (px) | 2D PCK@0.2 | MPJPE (mm) "
+    lines = ["| source | hands | detected | path | 2D error (px) | 2D PCK@0.2 | MPJPE (mm) "
              "| PA-MPJPE (mm) |", "|---|---|---|---|---|---|---|---|"]
     for src, s in result["summary"].items():
         det = f(s, "detection_rate", ".0%")
-        for path, name in (("pretrained", "MediaPipe + Eq. 13"),
-                           ("mediapipe_2d", "MediaPipe keypoints alone"),
-                           ("network", "handlib network alone (GT box)")):
+        for path, name in PATHS.items():
             d = s.get(path, {})
             if not d.get("n"):
                 continue

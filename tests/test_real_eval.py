@@ -23,8 +23,9 @@ class PerfectDetector:
         for i, s in enumerate(self.samples):
             same = image.shape == s["image"].shape and np.abs(image - s["image"].astype(float)).mean() < 8
             if i not in self.miss and same:
+                kp3d = s["kp3d"].astype(np.float64)
                 return [HandDetection(kp2d=s["kp2d"].astype(np.float64), box=keypoint_box(s["kp2d"]),
-                                      side=s["side"], score=1.0)]
+                                      side=s["side"], score=1.0, world=kp3d - kp3d[0])]
         return []
 
 
@@ -49,16 +50,35 @@ def test_both_paths_are_scored_per_source(setup):
     s = res["summary"]
     assert s["rhd"]["frames"] == 2 and s["rhd"]["detection_rate"] == 0.5
     assert s["all"]["detection_rate"] == 0.75
-    assert s["rhd"]["network"]["n"] == 2 and s["rhd"]["pretrained"]["n"] == 1
+    assert s["rhd"]["network"]["n"] == 2 and s["rhd"]["pretrained"]["n"] == 1 and s["rhd"]["fit"]["n"] == 1
     assert "mpjpe_mm" in s["rhd"]["network"] and "mpjpe_mm" not in s["freihand"]["network"]  # 3D only for RHD
     for r in rows.values():
         assert 0.0 <= r["network"]["pck_2d"] <= 1.0 and r["network"]["err_2d_px"] > 0
-        if r.get("pretrained", {}).get("detected"):
-            # Eq. 13 pulls the mesh towards the (here: perfect) 2D keypoints
+        if r.get("detected"):
+            # Eq. 13 pulls the mesh towards the (here: perfect) 2D keypoints; the fit lands on them
             assert r["pretrained"]["err_2d_px"] < r["network"]["err_2d_px"]
-            assert r["mediapipe_2d"]["err_2d_px"] < 1e-3 and r["pretrained"]["side_correct"]
+            assert r["mediapipe_2d"]["err_2d_px"] < 1e-3 and r["side_correct"]
+            assert r["fit"]["err_2d_px"] < 2.0 and r["fit"]["iterations"] >= 1
+            if r["source"] == "rhd":  # perfect world landmarks: the fit's 3D shape is the label's
+                assert r["mediapipe_world"]["pa_mpjpe_mm"] < 1e-6 and r["fit"]["pa_mpjpe_mm"] < 6.0
     table = real_table(res)
-    assert table.count("\n") >= 2 + 3 and "MediaPipe + Eq. 13" in table
+    assert table.count("\n") >= 2 + 5 and "MediaPipe + fit" in table and "MediaPipe world landmarks" in table
+
+
+def test_detections_are_matched_one_to_one():
+    from handlib.data.mmpose_frames import RealFrame
+    from handlib.real_eval import match_detections
+
+    def hand(x):
+        kp = np.stack([np.linspace(x, x + 40, 21), np.linspace(100, 140, 21)], 1)
+        return kp, RealFrame(image_path="p.jpg", source="interhand", kp2d=kp, valid=np.ones(21, bool))
+
+    (ka, a), (kb, b) = hand(0.0), hand(30.0)  # two overlapping hands in one photo
+    da = HandDetection(kp2d=ka, box=keypoint_box(ka), side="right", score=0.9)
+    db = HandDetection(kp2d=kb, box=keypoint_box(kb), side="left", score=0.8)
+    assert match_detections([a, b], [db, da], 0.3) == [da, db]  # each hand its own detection
+    assert match_detections([a, b], [da], 0.3) == [da, None]  # one detection serves one hand only
+    assert match_detections([a, b], [], 0.3) == [None, None]
 
 
 def test_cli_network_only_and_errors(setup, tmp_path, capsys):
