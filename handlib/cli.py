@@ -357,17 +357,20 @@ def _predict(args) -> int:
     except (ImportError, FileNotFoundError) as err:
         raise BadInput(f"--evidence {args.evidence}: {err}") from None
     left = args.left
-    keypoints = None
+    keypoints = world = None
     if det is not None:
         box = box if box is not None else check_box(clip_box(det.box, W, H), W, H)
         left = left or (det.side == "left" and not args.right)
-        keypoints = det.kp2d
-        print(f"MediaPipe: {det.side} hand (score {det.score:.2f}); Eq. 13 fits its 2D keypoints")
-        if not steps:
-            print("note: --refine-steps 0 uses the network alone; MediaPipe only gave the box and side")
-    with stage(f"network + Eq. 13 ({steps} steps)" if steps else "network"):
+        keypoints, world = det.kp2d, det.world
+        steps = steps if args.refine_steps is not None else 0  # detector evidence: the fit by default
+        print(f"MediaPipe: {det.side} hand (score {det.score:.2f}); "
+              + (f"Eq. 13 ({steps} steps) fits its 2D keypoints" if steps else
+                 "the hand model is fitted to its keypoints and world landmarks (handlib.fit)"))
+    what = "network + fit" if world is not None and not steps else \
+        f"network + Eq. 13 ({steps} steps)" if steps else "network"
+    with stage(what):
         pred = predict(model, image, box=box, focal=args.focal, left=left, refine_steps=steps,
-                       keypoints=keypoints, evidence="mediapipe")
+                       keypoints=keypoints, evidence="mediapipe", world=world)
     files = save_prediction(pred, args.out, image, image_path=str(args.image), checkpoint=str(ckpt))
     x, y, w, h = pred.box
     print(f"{args.image} ({W}×{H}): {pred.side} hand, box {x:g},{y:g},{w:g},{h:g}"
@@ -375,8 +378,10 @@ def _predict(args) -> int:
           + f", focal {pred.focal:g} px" + (f" (assumed: {FOCAL_FACTOR} × the larger side, ≈45° FOV; "
                                             "pass --focal)" if pred.focal_assumed else ""))
     X, Y, Z = pred.joints[0]
-    print(f"wrist at ({X:.3f}, {Y:.3f}, {Z:.3f}) m in the camera; "
-          + (f"refined with {steps} Eq. 13 steps" if steps else "network estimate (no refinement)"))
+    fitted = pred.evidence.endswith("+fit")
+    how = (f"fitted to MediaPipe in {pred.losses['iterations']} LM iterations" if fitted
+           else f"refined with {steps} Eq. 13 steps" if steps else "network estimate (no refinement)")
+    print(f"wrist at ({X:.3f}, {Y:.3f}, {Z:.3f}) m in the camera; {how}")
     print(f"wrote {', '.join(files)} to {args.out}/")
     return 0
 
@@ -443,11 +448,14 @@ def _add_predict(sub) -> None:
     side.add_argument("--left", action="store_true", help="a left hand (mirrored for the right-hand network)")
     side.add_argument("--right", action="store_true", help="a right hand (overrides MediaPipe's label)")
     q.add_argument("--evidence", choices=("auto", "mediapipe", "network"), default="auto",
-                   help="2D evidence for Eq. 13: MediaPipe's pretrained landmarks (box, side, keypoints; "
-                        "needs handlib[real] and data_scripts/get_pretrained.py) or the network's own; "
-                        "auto: MediaPipe when available")
+                   help="2D evidence: MediaPipe's pretrained landmarks (box, side, keypoints, world "
+                        "landmarks; the hand model is fitted to them, handlib.fit; needs handlib[real] and "
+                        "data_scripts/get_pretrained.py) or the network's own (the paper's path, with "
+                        "Eq. 13); auto: MediaPipe when available")
     q.add_argument("--refine-steps", type=whole_number(0), default=None,
-                   help="Eq. 13 refinement steps (default: the profile's refine_steps; 0: off)")
+                   help="Eq. 13 refinement steps (default: the profile's refine_steps with the network's "
+                        "evidence; 0 with MediaPipe's, which is fitted instead; N > 0: Eq. 13 toward "
+                        "MediaPipe's keypoints from the network's estimate)")
     q.add_argument("--out", type=folder_to_write, default=Path("runs/predict"),
                    help="folder for mesh.obj, mesh.ply, joints.json, overlay.png (default: runs/predict)")
 

@@ -97,11 +97,13 @@ class Prediction:
         silhouette: (S, S) soft silhouette of the mesh in the crop (as ``crop.image`` is oriented).
         K: (3, 3) the image's intrinsics. crop: :class:`Crop`. side: "right" or "left".
         focal, box: what was used; ``focal_assumed`` / ``box_assumed`` say whether they were defaults.
-        refine_steps: Eq. 13 iterations run (0: the network's estimate). losses: Eq. 13's weighted
-            terms before the first and after the last step (``RefineResult.losses``), or None.
+        refine_steps: Eq. 13 iterations run (0: the network's estimate or the fit). losses: Eq. 13's
+            weighted terms before the first and after the last step (``RefineResult.losses``), the
+            fit's final costs and iterations (``evidence`` ending in "+fit"), or None.
         keypoints: (21, 2) the external 2D keypoints Eq. 13's term (a) was fitted to (e.g. MediaPipe's,
             ``evidence_pretrained``), image pixels; None when the network's own refiner gave the target.
-        evidence: where term (a)'s target came from: "network" (f_ref's j2D_ref) or a detector's name.
+        evidence: where the 2D target came from: "network" (f_ref's j2D_ref) or a detector's name;
+            "<detector>+fit" when the mesh is :mod:`handlib.fit`'s fit to that detector's evidence.
     """
 
     verts: np.ndarray
@@ -268,7 +270,8 @@ def _to_image(uv: np.ndarray, A: np.ndarray) -> np.ndarray:
 
 
 def predict(model, image, box=None, focal: float | None = None, left: bool = False, refine_steps: int = 0,
-            principal=None, keypoints=None, evidence: str = "network", refine_cfg=None) -> Prediction:
+            principal=None, keypoints=None, evidence: str = "network", refine_cfg=None,
+            world=None) -> Prediction:
     """Estimate the hand mesh in one image (Eq. 1; with ``refine_steps`` > 0, then Eq. 13).
 
     Args:
@@ -286,6 +289,10 @@ def predict(model, image, box=None, focal: float | None = None, left: bool = Fal
         refine_cfg: optional :class:`~handlib.refine.RefineConfig` (its ``iterations`` is replaced
             by ``refine_steps``); default ``RefineConfig()``, with ``lr`` = :data:`KEYPOINT_FIT_LR`
             when ``keypoints`` are given.
+        world: optional (21, 3) root-relative 3D landmarks of the same detector (metres). With
+            ``keypoints`` and ``refine_steps`` = 0 the mesh is then :func:`handlib.fit.fit_hand`'s
+            fit to both (``evidence`` gets "+fit"); the network's estimate is still computed
+            (``j2d_evidence``), it is not the fit's start.
     Returns:
         :class:`Prediction` in the original image's camera.
     """
@@ -354,6 +361,9 @@ def predict(model, image, box=None, focal: float | None = None, left: bool = Fal
         sil = sil[:, ::-1].copy()
         faces = faces[:, [0, 2, 1]]
     K_img = crop.K_image
+    if world is not None and keypoints is not None and not refine_steps:
+        verts, joints, h, sil, losses = _fit_detection(model, keypoints, world, K_img, crop, left)
+        evidence = evidence + "+fit"
     # the crop is a scale and a shift of the image: the 3D points are the same in both cameras
     j2d = project(torch.as_tensor(joints)[None], torch.as_tensor(K_img))[0].numpy()
     return Prediction(verts=verts, faces=faces, joints=joints, j2d=j2d,
@@ -361,6 +371,25 @@ def predict(model, image, box=None, focal: float | None = None, left: bool = Fal
                       crop=crop, side="left" if left else "right", focal=focal, focal_assumed=focal_assumed,
                       box=box, box_assumed=box_assumed, refine_steps=int(refine_steps), losses=losses,
                       keypoints=keypoints, evidence=evidence if keypoints is not None else "network")
+
+
+def _fit_detection(model, keypoints, world, K_img: np.ndarray, crop: Crop, left: bool):
+    """The hand model fitted to a detector's keypoints and world landmarks (:mod:`handlib.fit`):
+    verts, joints, h (of ``HandModel(side)`` in the image's camera), its silhouette in the crop, and
+    the fit's final costs with its iteration count."""
+    from .fit import fit_hand
+    from .rotations import axis_angle_to_quaternion
+
+    res = fit_hand(np.asarray(keypoints, np.float64), K_img, np.asarray(world, np.float64),
+                   "left" if left else "right")
+    q = axis_angle_to_quaternion(torch.as_tensor(res.rotvec)[None])[0].numpy()
+    h = np.concatenate([q, res.pose, res.betas, [1.0], res.trans])
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        sil = model.renderer(torch.as_tensor(res.verts, dtype=torch.float32, device=device)[None],
+                             torch.as_tensor(crop.K, dtype=torch.float32, device=device)[None])
+    losses = {"fit": res.costs, "iterations": res.iterations, "seconds": round(res.seconds, 3)}
+    return res.verts, res.joints, h, sil[0].cpu().double().numpy(), losses
 
 
 # ----------------------------------------------------------------------------------------------
@@ -458,6 +487,9 @@ def save_prediction(pred: Prediction, out, image: np.ndarray, **meta) -> dict:
     }
     doc.update({k: str(v) if isinstance(v, Path) else v for k, v in meta.items()})
     files["joints.json"].write_text(json.dumps(doc, indent=1, ensure_ascii=False))
-    title = f"{pred.side} hand · " + (f"refined, {pred.refine_steps} steps" if pred.refined else "network")
+    how = (f"fitted to {pred.evidence.split('+')[0]} ({pred.losses['iterations']} LM iterations)"
+           if pred.evidence.endswith("+fit") else f"refined, {pred.refine_steps} steps" if pred.refined
+           else "network")
+    title = f"{pred.side} hand · {how}"
     overlay_figure(image, pred, title=title).savefig(files["overlay.png"])
     return files
