@@ -25,6 +25,7 @@ from handlib.predict import (
     parse_box,
     predict,
     resolve_checkpoint,
+    save_prediction,
 )
 from handlib.train import TrainConfig, save_checkpoint
 
@@ -232,3 +233,20 @@ def test_shipped_checkpoint_is_small_documented_and_works():
         out = model(batch["image"], batch["K"], render=False)
     err = (out.reg.j2d[-1] - batch["kp2d"]).norm(dim=-1)[batch["valid"]].mean()
     assert err < 0.2 * S  # measured 0.14 S here (random weights: 0.30 S)
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_detector_keypoints_and_world_landmarks_give_the_fit(model, side, tmp_path):
+    """predict(keypoints=..., world=...) returns handlib.fit's fit in the photo's camera, any side."""
+    s = SyntheticHands(seed=2, num=6, image_size=160, split="test")
+    sample = next(x for x in (s[i] for i in range(6)) if x["side"] == side)
+    K, kp3d = sample["K"].astype(np.float64), sample["kp3d"].astype(np.float64)
+    pred = predict(model, sample["image"], focal=float(K[0, 0]), principal=(K[0, 2], K[1, 2]),
+                   left=side == "left", keypoints=sample["kp2d"], world=kp3d - kp3d[0], evidence="detector")
+    assert pred.evidence == "detector+fit" and pred.refine_steps == 0 and pred.losses["iterations"] >= 1
+    assert np.linalg.norm(pred.j2d - sample["kp2d"], axis=1).mean() < 2.0  # on its evidence
+    np.testing.assert_allclose(pred.j2d, project_np(pred.joints, pred.K), atol=1e-6)
+    assert np.linalg.norm(pred.joints - kp3d, axis=1).mean() < 0.03  # 3D within 3 cm (depth from size)
+    assert pred.silhouette.shape == pred.crop.image.shape[:2] and pred.silhouette.max() > 0.5
+    files = save_prediction(pred, tmp_path, sample["image"])
+    assert json.loads(files["joints.json"].read_text())["evidence"] == "detector+fit"
