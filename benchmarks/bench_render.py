@@ -16,13 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import statistics
 import subprocess
 import sys
-import time
 
 import numpy as np
 import torch
+from timing import timeit  # benchmarks/timing.py
 
 from handlib.camera import intrinsics
 from handlib.open_hand import load_asset
@@ -44,17 +43,6 @@ def batch_of(v, B, seed=0):
     """B slightly moved copies, so that batch elements are not identical."""
     g = torch.Generator().manual_seed(seed)
     return v[None] + (torch.rand(B, 1, 3, generator=g) - 0.5) * torch.tensor([0.02, 0.02, 0.05])
-
-
-def timeit(fn, budget_s=1.5, max_reps=30):
-    fn()
-    fn()  # warm-up: allocator and thread pool
-    times, t_end = [], time.perf_counter() + budget_s
-    while len(times) < max_reps and (len(times) < 3 or time.perf_counter() < t_end):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), min(times)
 
 
 def one(impl: str, size: int, B: int, backward: bool) -> dict:
