@@ -306,39 +306,38 @@ def _box_iou(a, b) -> float:
     return inter / max(aw * ah + bw * bh - inter, 1e-9)
 
 
-def _detect(args, image, box=None):
-    """The best MediaPipe detection for ``--evidence`` mediapipe/auto (None for network, or auto
-    without mediapipe or its model, or no hand found in auto). With a ``--box``, the detection
-    that overlaps it most (IoU > 0.1)."""
+def _detect(args, image, box=None) -> list:
+    """MediaPipe's detections for ``--evidence`` mediapipe/auto, best first: every hand in the photo,
+    or with a ``--box`` the one that overlaps it most (IoU > 0.1). Empty for network, or auto
+    without mediapipe or its model, or no hand found in auto."""
     if args.evidence == "network":
-        return None
+        return []
     from .evidence_pretrained import PretrainedEvidence, default_model_path
 
     if args.evidence == "auto":
         try:
             import mediapipe  # noqa: F401
         except ImportError:
-            return None
+            return []
         if not default_model_path().is_file():
-            return None
+            return []
     with PretrainedEvidence() as ev:
         dets = ev.detect(image)
     if box is not None:
-        dets = sorted((d for d in dets if _box_iou(d.box, box) > 0.1), key=lambda d: -_box_iou(d.box, box))
+        inside = [d for d in dets if _box_iou(d.box, box) > 0.1]
+        dets = sorted(inside, key=lambda d: -_box_iou(d.box, box))[:1]
     if not dets:
         if args.evidence == "mediapipe":
             raise FileNotFoundError("no hand detected" + (" in --box" if box is not None else "")
                                     + "; pass --box x,y,w,h and --evidence network")
         print("MediaPipe found no hand; using the network's own 2D evidence")
-        return None
-    return dets[0]
+    return dets
 
 
 def _predict(args) -> int:
     from .config import profile
     from .data.common import read_image
-    from .predict import FOCAL_FACTOR, check_box, clip_box, predict, save_prediction
-    from .progress import stage
+    from .predict import check_box, clip_box
 
     with _reading(f"image {args.image}", args.image):
         image = read_image(args.image)
@@ -353,37 +352,65 @@ def _predict(args) -> int:
     ckpt, model = _load_network(args.checkpoint, prof.device)
     steps = prof.refine_steps if args.refine_steps is None else args.refine_steps
     try:
-        det = _detect(args, image, box)
+        dets = _detect(args, image, box)
     except (ImportError, FileNotFoundError) as err:
         raise BadInput(f"--evidence {args.evidence}: {err}") from None
-    left = args.left
-    keypoints = world = None
-    if det is not None:
-        box = box if box is not None else check_box(clip_box(det.box, W, H), W, H)
-        left = left or (det.side == "left" and not args.right)
-        keypoints, world = det.kp2d, det.world
+    if not dets:  # the network's own evidence, in --box or the central square
+        preds = [_predict_one(model, image, box, args.left, steps, args)]
+    else:
         steps = steps if args.refine_steps is not None else 0  # detector evidence: the fit by default
-        print(f"MediaPipe: {det.side} hand (score {det.score:.2f}); "
-              + (f"Eq. 13 ({steps} steps) fits its 2D keypoints" if steps else
-                 "the hand model is fitted to its keypoints and world landmarks (handlib.fit)"))
-    what = "network + fit" if world is not None and not steps else \
-        f"network + Eq. 13 ({steps} steps)" if steps else "network"
-    with stage(what):
-        pred = predict(model, image, box=box, focal=args.focal, left=left, refine_steps=steps,
-                       keypoints=keypoints, evidence="mediapipe", world=world)
-    files = save_prediction(pred, args.out, image, image_path=str(args.image), checkpoint=str(ckpt))
-    x, y, w, h = pred.box
-    print(f"{args.image} ({W}×{H}): {pred.side} hand, box {x:g},{y:g},{w:g},{h:g}"
-          + (" (default: the central square)" if pred.box_assumed else "")
-          + f", focal {pred.focal:g} px" + (f" (assumed: {FOCAL_FACTOR} × the larger side, ≈45° FOV; "
-                                            "pass --focal)" if pred.focal_assumed else ""))
-    X, Y, Z = pred.joints[0]
-    fitted = pred.evidence.endswith("+fit")
-    how = (f"fitted to MediaPipe in {pred.losses['iterations']} LM iterations" if fitted
-           else f"refined with {steps} Eq. 13 steps" if steps else "network estimate (no refinement)")
-    print(f"wrist at ({X:.3f}, {Y:.3f}, {Z:.3f}) m in the camera; {how}")
-    print(f"wrote {', '.join(files)} to {args.out}/")
+        preds = []
+        for i, det in enumerate(dets):
+            left = det.side == "left"
+            if i == 0 and (args.left or args.right):  # the override applies to the best hand
+                left = args.left
+            print(f"MediaPipe: {det.side} hand (score {det.score:.2f}); "
+                  + (f"Eq. 13 ({steps} steps) fits its 2D keypoints" if steps else
+                     "the hand model is fitted to its keypoints and world landmarks (handlib.fit)"))
+            hand_box = box if box is not None else check_box(clip_box(det.box, W, H), W, H)
+            preds.append(_predict_one(model, image, hand_box, left, steps, args, det))
+    _save_predictions(preds, image, args, ckpt, steps)
     return 0
+
+
+def _predict_one(model, image, box, left, steps, args, det=None):
+    """One hand: the network, then the fit to ``det`` (or Eq. 13 with ``steps``), timed."""
+    from .predict import predict
+    from .progress import stage
+
+    fit = det is not None and not steps
+    what = "network + fit" if fit else f"network + Eq. 13 ({steps} steps)" if steps else "network"
+    with stage(what):
+        return predict(model, image, box=box, focal=args.focal, left=left, refine_steps=steps,
+                       keypoints=None if det is None else det.kp2d, evidence="mediapipe",
+                       world=None if det is None else det.world)
+
+
+def _save_predictions(preds, image, args, ckpt, steps) -> None:
+    """The best hand's files in --out, every further hand's in --out/hand<i>/, and (with several
+    hands) overlay_all.png showing them all; a summary line per hand."""
+    from .predict import FOCAL_FACTOR, overlay_figure, save_prediction
+
+    H, W = image.shape[:2]
+    for i, pred in enumerate(preds):
+        out = args.out if i == 0 else args.out / f"hand{i}"
+        files = save_prediction(pred, out, image, image_path=str(args.image), checkpoint=str(ckpt),
+                                hand_index=i, hands=len(preds))
+        x, y, w, h = pred.box
+        print(f"{args.image} ({W}×{H}): {pred.side} hand, box {x:g},{y:g},{w:g},{h:g}"
+              + (" (default: the central square)" if pred.box_assumed else "")
+              + f", focal {pred.focal:g} px" + (f" (assumed: {FOCAL_FACTOR} × the larger side, ≈45° FOV; "
+                                                "pass --focal)" if pred.focal_assumed else ""))
+        X, Y, Z = pred.joints[0]
+        fitted = pred.evidence.endswith("+fit")
+        how = (f"fitted to MediaPipe in {pred.losses['iterations']} LM iterations" if fitted
+               else f"refined with {steps} Eq. 13 steps" if steps else "network estimate (no refinement)")
+        print(f"wrist at ({X:.3f}, {Y:.3f}, {Z:.3f}) m in the camera; {how}")
+        print(f"wrote {', '.join(files)} to {out}/")
+    if len(preds) > 1:
+        title = " + ".join(f"{p.side} hand" for p in preds)
+        overlay_figure(image, preds, title=title).savefig(args.out / "overlay_all.png")
+        print(f"wrote overlay_all.png ({len(preds)} hands) to {args.out}/")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -395,12 +395,12 @@ def _fit_detection(model, keypoints, world, K_img: np.ndarray, crop: Crop, left:
 # ----------------------------------------------------------------------------------------------
 # Outputs
 # ----------------------------------------------------------------------------------------------
-def overlay_figure(image: np.ndarray, pred: Prediction, title: str | None = None, side_px=(512, 1000)):
-    """The image with the projected skeleton, the mesh's silhouette outline (cyan), the hand box
-    (dashed) and the network's crop (dotted). Returns a matplotlib Figure (not shown) whose larger
-    side, saved at its dpi of 100, is the image's clipped to ``side_px`` pixels."""
+def overlay_figure(image: np.ndarray, pred, title: str | None = None, side_px=(512, 1000)):
+    """The image with, for each prediction (one :class:`Prediction` or a list: every hand of a
+    photo), the projected skeleton, the mesh's silhouette outline (cyan), the hand box (dashed) and
+    the network's crop (dotted). Returns a matplotlib Figure (not shown) whose larger side, saved at
+    its dpi of 100, is the image's clipped to ``side_px`` pixels."""
     from matplotlib.figure import Figure
-    from matplotlib.patches import Rectangle
 
     H, W = image.shape[:2]
     scale = min(max(max(H, W), side_px[0]), side_px[1]) / max(H, W)
@@ -408,6 +408,21 @@ def overlay_figure(image: np.ndarray, pred: Prediction, title: str | None = None
     ax = fig.add_axes([0, 0, 1, 1])
     ax.imshow(image)
     lw = 1.5 * max(H, W) * scale / 512
+    for one in pred if isinstance(pred, (list, tuple)) else [pred]:
+        _draw_prediction(ax, one, lw)
+    ax.set_xlim(-0.5, W - 0.5)
+    ax.set_ylim(H - 0.5, -0.5)
+    ax.set_axis_off()
+    if title:
+        ax.text(0.01, 0.99, title, transform=ax.transAxes, va="top", ha="left", color="white",
+                fontsize=8, bbox=dict(facecolor="black", alpha=0.5, lw=0))
+    return fig
+
+
+def _draw_prediction(ax, pred: Prediction, lw: float) -> None:
+    """One hand of :func:`overlay_figure`: silhouette outline, box, crop square, skeleton."""
+    from matplotlib.patches import Rectangle
+
     A, S = pred.crop.affine, pred.silhouette.shape[0]
     grid = _to_image(np.stack(np.meshgrid(np.arange(S), np.arange(S)), -1).reshape(-1, 2).astype(float), A)
     ax.contour(grid[:, 0].reshape(S, S), grid[:, 1].reshape(S, S), pred.silhouette, levels=[0.5],
@@ -421,13 +436,6 @@ def overlay_figure(image: np.ndarray, pred: Prediction, title: str | None = None
         chain = [ROOT, *idx]
         ax.plot(kp[chain, 0], kp[chain, 1], "-", color=FINGER_COLORS[name], lw=lw)
     ax.scatter(kp[:, 0], kp[:, 1], s=4 * lw ** 2, c="white", edgecolors="black", linewidths=0.5, zorder=3)
-    ax.set_xlim(-0.5, W - 0.5)
-    ax.set_ylim(H - 0.5, -0.5)
-    ax.set_axis_off()
-    if title:
-        ax.text(0.01, 0.99, title, transform=ax.transAxes, va="top", ha="left", color="white",
-                fontsize=8, bbox=dict(facecolor="black", alpha=0.5, lw=0))
-    return fig
 
 
 def _rows(a: np.ndarray, decimals: int) -> list:

@@ -250,3 +250,30 @@ def test_detector_keypoints_and_world_landmarks_give_the_fit(model, side, tmp_pa
     assert pred.silhouette.shape == pred.crop.image.shape[:2] and pred.silhouette.max() > 0.5
     files = save_prediction(pred, tmp_path, sample["image"])
     assert json.loads(files["joints.json"].read_text())["evidence"] == "detector+fit"
+
+
+def test_cli_fits_every_detected_hand(files, tmp_path, monkeypatch, capsys):
+    """Two hands in one photo (a right hand and its mirror image beside it): one set of files each."""
+    from handlib.evidence_pretrained import HandDetection, keypoint_box
+
+    s = next(x for x in (SyntheticHands(seed=2, num=6, image_size=128, split="test")[i] for i in range(6))
+             if x["side"] == "right")
+    W = s["image"].shape[1]
+    image = np.concatenate([s["image"], s["image"][:, ::-1]], 1)  # (128, 256, 3): right | left
+    kp, world = s["kp2d"].astype(np.float64), (s["kp3d"] - s["kp3d"][0]).astype(np.float64)
+    kp_left = np.stack([2 * W - 1 - kp[:, 0], kp[:, 1]], 1)
+    dets = [HandDetection(kp2d=kp, box=keypoint_box(kp), side="right", score=0.9, world=world),
+            HandDetection(kp2d=kp_left, box=keypoint_box(kp_left), side="left", score=0.8,
+                          world=world * [-1.0, 1.0, 1.0])]
+    monkeypatch.setattr(cli, "_detect", lambda args, image, box=None: dets)
+    photo = tmp_path / "two.png"
+    cv2.imwrite(str(photo), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    out = tmp_path / "out"
+    assert _run(files, photo, out, "--focal", str(float(s["K"][0, 0]))) == 0
+    docs = [json.loads((d / "joints.json").read_text()) for d in (out, out / "hand1")]
+    assert [d["side"] for d in docs] == ["right", "left"] and [d["hands"] for d in docs] == [2, 2]
+    for d, det in zip(docs, dets):
+        assert d["evidence"] == "mediapipe+fit"
+        assert np.linalg.norm(np.array(d["joints_2d"]) - det.kp2d, axis=1).mean() < 3.0
+    assert (out / "overlay_all.png").is_file() and (out / "hand1" / "mesh.obj").is_file()
+    assert "overlay_all.png (2 hands)" in capsys.readouterr().out
