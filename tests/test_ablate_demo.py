@@ -83,7 +83,8 @@ def test_demo_pipeline_writes_the_report(tmp_path, monkeypatch, capsys):
     timed = [ln for ln in lines if ": done in " in ln]
     assert [ln.split(":")[0][:5] for ln in timed] == [f"[{k}/5]" for k in range(1, 6)]
     assert list(s["stage_seconds"]) == ["hand_model", "network", "test_set", "scores", "report"]
-    assert s["stage_seconds"]["scores"] > 0 and sum(s["stage_seconds"].values()) <= s["seconds"] + 0.1
+    # the five stage times and the total are each rounded to 0.1 s: the sum may exceed it by 6 × 0.05 s
+    assert s["stage_seconds"]["scores"] > 0 and sum(s["stage_seconds"].values()) <= s["seconds"] + 0.3 + 1e-9
     assert "it/s" not in printed.err and "%|" not in printed.err
     assert s["checkpoint"] == str(out / "train" / "checkpoint.pt") and "brief" in s["checkpoint_source"]
     page = (out / "report.html").read_text()
