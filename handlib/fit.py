@@ -27,8 +27,9 @@ import time
 import numpy as np
 import torch
 
+from .camera import project
 from .hand_model import HandModel
-from .rotations import axis_angle_to_matrix
+from .rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
 __all__ = ["FitConfig", "FitResult", "initial_fit", "solve_translation", "fit_hand", "kabsch"]
 
@@ -97,14 +98,15 @@ def _posed(model: HandModel, x: torch.Tensor, verts: bool = False):
     return (place(out.joints), place(out.verts)) if verts else place(out.joints)
 
 
-def _project(X: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
-    """(..., 3) camera points → (..., 2) pixels (z clamped at 1 mm so a bad step cannot divide by 0)."""
-    z = X[..., 2:].clamp_min(1e-3)
-    return X[..., :2] / z * K[[0, 1], [0, 1]] + K[:2, 2]
+MIN_DEPTH = 1e-3  # metres: projections clamp depth here, so a bad LM step cannot divide by zero
 
 
 def kabsch(A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """(3, 3) rotation R minimising Σ‖R aᵢ − bᵢ‖² for centred (N, 3) point sets (det R = +1)."""
+    """(3, 3) rotation R minimising Σ‖R aᵢ − bᵢ‖² for (N, 3) point sets, about the origin (det R = +1).
+
+    No translation is fitted (unlike ``metrics.similarity_transform``): centre both sets first for
+    a fit with one, or leave them root-relative to rotate about the root, as the world term does.
+    """
     U, _, Vt = np.linalg.svd(B.T @ A)
     D = np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))])
     return U @ D @ Vt
@@ -132,7 +134,7 @@ def _residuals(model, x: torch.Tensor, ev: _Evidence, cfg: FitConfig,
     J = detector_keypoints(_posed(model, x), cfg.wrist_offset_mm)
     out = {}
     if "2d" in terms and ev.kp2d is not None:
-        e = (_project(J, ev.K) - ev.kp2d) / cfg.px_scale  # (B, 21, 2)
+        e = (project(J, ev.K, MIN_DEPTH) - ev.kp2d) / cfg.px_scale  # (B, 21, 2)
         out["2d"] = (e * ev.w2d.sqrt()[:, None]).flatten(1)
     if "world" in terms and ev.world is not None:
         out["world"] = 1000.0 * cfg.world_weight * (J - J[:, :1] - ev.world).flatten(1)
@@ -212,7 +214,7 @@ def initial_fit(model: HandModel, ev: _Evidence, cfg: FitConfig) -> np.ndarray:
         rest = detector_keypoints(_posed(model, torch.as_tensor(x[None])), cfg.wrist_offset_mm)[0].numpy()
     P, W = rest[list(PALM)], ev.world.numpy()[list(PALM)]
     R = kabsch(P - P.mean(0), W - W.mean(0))
-    x[_ROT] = _matrix_to_rotvec(R)
+    x[_ROT] = matrix_to_axis_angle(torch.as_tensor(R)).numpy()
     fn = lambda X: _stack(_residuals(model, X, ev, cfg, ("world", "prior")))  # noqa: E731
     x, _ = _lm(fn, x, np.arange(0, 58), cfg.ik_iterations, cfg.tol)
     return x
@@ -239,12 +241,6 @@ def solve_translation(joints_rel: np.ndarray, kp2d: np.ndarray, K: np.ndarray,
         rows.append(A * w[:, None])
         rhs.append((d * joints_rel[:, 2] - f * joints_rel[:, a]) * w)
     return np.linalg.lstsq(np.concatenate(rows), np.concatenate(rhs), rcond=None)[0]
-
-
-def _matrix_to_rotvec(R: np.ndarray) -> np.ndarray:
-    from scipy.spatial.transform import Rotation
-
-    return Rotation.from_matrix(R).as_rotvec()
 
 
 def fit_hand(kp2d: np.ndarray, K: np.ndarray, world: np.ndarray, side: str = "right",
@@ -282,7 +278,7 @@ def _fit(kp2d, K, world, side, cfg, arrays, t0) -> FitResult:
     def update(x):  # robust 2D weights and the world landmarks' rotation, at the current x
         with torch.no_grad():
             J = detector_keypoints(_posed(model, torch.as_tensor(x[None])), cfg.wrist_offset_mm)[0]
-        e = (_project(J, ev.K) - ev.kp2d).norm(dim=-1)
+        e = (project(J[None], ev.K, MIN_DEPTH)[0] - ev.kp2d).norm(dim=-1)
         ev.w2d = ev.w2d_base / (1.0 + (e / cfg.robust_px) ** 2)  # Cauchy IRLS: gross outliers fade out
         rel = (J - J[:1]).numpy()
         ev.world = world_det @ torch.as_tensor(kabsch(world_det.numpy(), rel).T)
@@ -293,7 +289,7 @@ def _fit(kp2d, K, world, side, cfg, arrays, t0) -> FitResult:
         X = torch.as_tensor(x[None])
         J, V = _posed(full, X, verts=True)
         costs = {k: float((v ** 2).sum()) for k, v in _residuals(model, X, ev, cfg).items()}
-    return FitResult(verts=V[0].numpy(), joints=J[0].numpy(), j2d=_project(J[0], ev.K).numpy(),
+    return FitResult(verts=V[0].numpy(), joints=J[0].numpy(), j2d=project(J, ev.K, MIN_DEPTH)[0].numpy(),
                      rotvec=x[_ROT], pose=x[_POSE], betas=x[_BETA], trans=x[_TRANS], iterations=iters,
                      seconds=time.perf_counter() - t0, costs=costs)
 
