@@ -297,22 +297,13 @@ def _ablate(args) -> int:
     return 0
 
 
-def _box_iou(a, b) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    iw = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
-    ih = max(0.0, min(ay + ah, by + bh) - max(ay, by))
-    inter = iw * ih
-    return inter / max(aw * ah + bw * bh - inter, 1e-9)
-
-
 def _detect(args, image, box=None) -> list:
     """MediaPipe's detections for ``--evidence`` mediapipe/auto, best first: every hand in the photo,
     or with a ``--box`` the one that overlaps it most (IoU > 0.1). Empty for network, or auto
     without mediapipe or its model, or no hand found in auto."""
     if args.evidence == "network":
         return []
-    from .evidence_pretrained import PretrainedEvidence, default_model_path
+    from .evidence_pretrained import PretrainedEvidence, box_iou_xywh, default_model_path
 
     if args.evidence == "auto":
         try:
@@ -324,8 +315,8 @@ def _detect(args, image, box=None) -> list:
     with PretrainedEvidence() as ev:
         dets = ev.detect(image)
     if box is not None:
-        inside = [d for d in dets if _box_iou(d.box, box) > 0.1]
-        dets = sorted(inside, key=lambda d: -_box_iou(d.box, box))[:1]
+        inside = [d for d in dets if box_iou_xywh(d.box, box) > 0.1]
+        dets = sorted(inside, key=lambda d: -box_iou_xywh(d.box, box))[:1]
     if not dets:
         if args.evidence == "mediapipe":
             raise FileNotFoundError("no hand detected" + (" in --box" if box is not None else "")

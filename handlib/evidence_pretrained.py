@@ -93,6 +93,14 @@ def keypoint_box(kp2d: np.ndarray, margin: float = 1.0, min_side: float = 8.0) -
     return (float(c[0] - half[0]), float(c[1] - half[1]), float(2 * half[0]), float(2 * half[1]))
 
 
+def box_iou_xywh(a, b) -> float:
+    """Intersection over union of two (x, y, w, h) boxes, pixels (0 when they do not overlap)."""
+    iw = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    return inter / max(a[2] * a[3] + b[2] * b[3] - inter, 1e-9)
+
+
 def detections_from_result(result, width: int, height: int, cfg: PretrainedConfig = PretrainedConfig()
                            ) -> list[HandDetection]:
     """Convert a MediaPipe ``HandLandmarkerResult`` (or anything with its attributes) to detections.

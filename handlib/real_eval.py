@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from .data.mmpose_frames import RealFrame, read_frames
+from .evidence_pretrained import box_iou_xywh
 from .metrics import align_procrustes, align_root
 from .progress import bar, echo
 
@@ -54,13 +55,6 @@ class RealEvalConfig:
 def _tight_box(kp: np.ndarray) -> tuple:
     lo, hi = kp.min(0), kp.max(0)
     return (float(lo[0]), float(lo[1]), float(max(hi[0] - lo[0], 1.0)), float(max(hi[1] - lo[1], 1.0)))
-
-
-def _iou(a, b) -> float:
-    iw = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    return inter / max(a[2] * a[3] + b[2] * b[3] - inter, 1e-9)
 
 
 def _scores_2d(pred: np.ndarray, frame: RealFrame, fraction: float) -> dict:
@@ -89,7 +83,7 @@ def _camera(frame: RealFrame) -> dict:
 def match_detections(frames: list[RealFrame], dets: list, min_iou: float) -> list:
     """One detection (or None) per labelled hand of one photo: greedy by box IoU, one to one."""
     boxes = [_tight_box(f.kp2d[f.valid]) for f in frames]
-    pairs = sorted(((_iou(d.box, b), i, j) for i, b in enumerate(boxes) for j, d in enumerate(dets)),
+    pairs = sorted(((box_iou_xywh(d.box, b), i, j) for i, b in enumerate(boxes) for j, d in enumerate(dets)),
                    reverse=True)
     out, used = [None] * len(frames), set()
     for iou, i, j in pairs:
