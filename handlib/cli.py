@@ -11,9 +11,12 @@ Commands grow with the project; today:
 * ``eval``: score a checkpoint on held-out synthetic data or a real dataset (``handlib.evaluate``),
   with and without Eq. 13's test-time refinement; ``--json`` writes the scores.
 * ``ablate``: train and score the ablation variants of Fig. 5 (``handlib.ablate``).
-* ``predict``: one image → mesh.obj/.ply, joints.json, overlay.png under ``--out``
+* ``predict``: one image → mesh.obj/.ply, joints.json, overlay.png under ``--out`` for the best
+  hand, ``--out``/hand<i>/ for each further hand MediaPipe finds, overlay_all.png with them all;
+  MediaPipe's evidence is fitted (``handlib.fit``), ``--refine-steps N`` runs Eq. 13 instead
   (``handlib.predict``).
-* ``eval-real``: score annotated real photos, MediaPipe + Eq. 13 vs the network (``handlib.real_eval``).
+* ``eval-real``: score annotated real photos: MediaPipe + fit, MediaPipe + Eq. 13, MediaPipe's own
+  keypoints and world landmarks, and the network alone (``handlib.real_eval``).
 
 Bad input (a missing, corrupt or wrong-kind file or folder, a number out of range) ends a command
 with exit code 2 and one line on stderr, ``error: --flag VALUE: what was expected``. Long commands
@@ -495,11 +498,13 @@ def _add_ablate(sub) -> None:
 
 def _add_eval_real(sub) -> None:
     r = sub.add_parser("eval-real", help="score real annotated frames (mmpose test-data formats): "
-                                         "MediaPipe + Eq. 13 vs the network alone")
+                                         "MediaPipe + fit, MediaPipe + Eq. 13, MediaPipe alone and "
+                                         "the network alone")
     r.add_argument("--root", type=Path, required=True, help="e.g. ../shared/realdata/mmpose_testdata")
     r.add_argument("--checkpoint", type=Path, default=None,
                    help="default: $HANDLIB_CHECKPOINT or the shipped one")
-    r.add_argument("--refine-steps", type=whole_number(0), default=50)
+    r.add_argument("--refine-steps", type=whole_number(0), default=50,
+                   help="Eq. 13 steps of the MediaPipe + Eq. 13 row (the fit row needs none)")
     r.add_argument("--no-pretrained", action="store_true", help="score the network alone")
     r.add_argument("--json", type=file_to_write, default=None)
 
