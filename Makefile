@@ -41,12 +41,12 @@ $(STAMP): pyproject.toml $(LOCK)
 
 install: $(STAMP)
 
-# Regenerate $(LOCK): resolve pyproject's .[dev,real] + $(LOCK_TORCH) in a fresh temporary venv, freeze.
+# Regenerate $(LOCK): resolve pyproject's .[dev] + $(LOCK_TORCH) in a fresh temporary venv, freeze.
 lock:
 	set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	$(PYTHON) -m venv "$$tmp/venv"; \
 	"$$tmp/venv/bin/python" -m pip install -q --upgrade pip; \
-	"$$tmp/venv/bin/python" -m pip install -q "$(LOCK_TORCH)" -e ".[dev,real]"; \
+	"$$tmp/venv/bin/python" -m pip install -q "$(LOCK_TORCH)" -e ".[dev]"; \
 	"$$tmp/venv/bin/python" $(CHECK_LOCK) --write $(LOCK)
 
 demo: $(STAMP)

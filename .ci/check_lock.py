@@ -47,7 +47,7 @@ LINE = re.compile(r"^([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)==([^\s;#]+)$")
 HEADER = """\
 # handlib's lock: the exact version of every package CI tests, transitive ones included
 # (resolved with CPython {python} on {system} {machine}; handlib itself is not listed).
-# Made by `make lock`: a fresh temporary venv, pip install "{torch}" -e ".[dev,real]" (pyproject's
+# Made by `make lock`: a fresh temporary venv, pip install "{torch}" -e ".[dev]" (pyproject's
 # ranges), then `.ci/check_lock.py --write requirements.lock` (every installed distribution, PEP 503
 # names). To upgrade a package: edit pyproject.toml (torch: LOCK_TORCH in the Makefile), run
 # `make lock`, then `make test`, and commit both files.

@@ -1,11 +1,13 @@
-"""Real-photo fit speed: MediaPipe detection + :func:`handlib.fit.fit_hand`, seconds per hand.
+"""Real-photo fit speed: MediaPipe's hand networks + :func:`handlib.fit.fit_hand`, seconds per hand.
 
 Target (issue #15): ≤ 0.3 s for the fit and ≤ 0.5 s end to end (detection + fit) per hand on
 2 CPU cores. Runs on the annotated frames in ``../shared/realdata/mmpose_testdata`` (research-only,
 read in place) with their true focal lengths; each photo is detected and every detected hand fitted
 ``--runs`` times, the median reported. The first detection and fit (model loading) are not timed.
+Detection runs as ``predict`` runs it: ``--detector torch`` (handlib.pretrained, the default) or
+``--detector mediapipe`` (the mediapipe package's runtime, for comparison).
 
-    python benchmarks/bench_fit.py [--root ../shared/realdata/mmpose_testdata] [--runs 3]
+    python benchmarks/bench_fit.py [--root ../shared/realdata/mmpose_testdata] [--runs 3] [--detector torch]
 """
 from __future__ import annotations
 
@@ -22,15 +24,16 @@ def main(argv=None) -> None:
     ap.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "realdata"
                     / "mmpose_testdata")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--detector", choices=("torch", "mediapipe"), default="torch")
     args = ap.parse_args(argv)
 
     from handlib.data.mmpose_frames import read_frames
-    from handlib.evidence_pretrained import PretrainedEvidence
     from handlib.fit import fit_hand
+    from handlib.pretrained import open_detector
 
     frames = [f for f in read_frames(args.root) if f.K is not None]
     photos = {str(f.image_path): f for f in frames}  # one entry per photo (InterHand: two hands)
-    detector = PretrainedEvidence()
+    detector = open_detector(args.detector)
     warm = next(iter(photos.values()))
     for d in detector.detect(warm.image())[:1]:
         fit_hand(d.kp2d, warm.K, d.world, d.side)

@@ -265,12 +265,12 @@ def _eval_real(args) -> int:
                        "(mmpose test-data formats)")
     detector = None
     if not args.no_pretrained:
-        from .evidence_pretrained import PretrainedEvidence
+        from .pretrained import open_detector
 
         try:
-            detector = PretrainedEvidence()
+            detector = open_detector(args.detector)
         except (ImportError, FileNotFoundError) as err:
-            raise BadInput(f"{err} (or pass --no-pretrained)") from None
+            raise BadInput(f"--detector {args.detector}: {err} (or pass --no-pretrained)") from None
     try:
         with _reading(f"--root {args.root}", args.root):
             res = evaluate_real(model, args.root, detector, RealEvalConfig(refine_steps=args.refine_steps),
@@ -300,22 +300,29 @@ def _ablate(args) -> int:
     return 0
 
 
-def _detect(args, image, box=None) -> list:
-    """MediaPipe's detections for ``--evidence`` mediapipe/auto, best first: every hand in the photo,
-    or with a ``--box`` the one that overlaps it most (IoU > 0.1). Empty for network, or auto
-    without mediapipe or its model, or no hand found in auto."""
-    if args.evidence == "network":
-        return []
-    from .evidence_pretrained import PretrainedEvidence, box_iou_xywh, default_model_path
+def _detector_available(runtime: str) -> bool:
+    """For ``--evidence auto``: the .task is fetched (and, for the mediapipe runtime, importable)."""
+    from .evidence_pretrained import default_model_path
 
-    if args.evidence == "auto":
+    if runtime == "mediapipe":
         try:
             import mediapipe  # noqa: F401
         except ImportError:
-            return []
-        if not default_model_path().is_file():
-            return []
-    with PretrainedEvidence() as ev:
+            return False
+    return default_model_path().is_file()
+
+
+def _detect(args, image, box=None) -> list:
+    """MediaPipe's detections for ``--evidence`` mediapipe/auto, best first: every hand in the photo,
+    or with a ``--box`` the one that overlaps it most (IoU > 0.1). Run by ``--detector`` (torch by
+    default, no mediapipe package needed). Empty for network, or auto without the model, or no hand
+    found in auto."""
+    if args.evidence == "network" or (args.evidence == "auto" and not _detector_available(args.detector)):
+        return []
+    from .evidence_pretrained import box_iou_xywh
+    from .pretrained import open_detector
+
+    with open_detector(args.detector) as ev:
         dets = ev.detect(image)
     if box is not None:
         inside = [d for d in dets if box_iou_xywh(d.box, box) > 0.1]
@@ -358,7 +365,7 @@ def _predict(args) -> int:
             left = det.side == "left"
             if i == 0 and (args.left or args.right):  # the override applies to the best hand
                 left = args.left
-            print(f"MediaPipe: {det.side} hand (score {det.score:.2f}); "
+            print(f"MediaPipe ({args.detector}): {det.side} hand (score {det.score:.2f}); "
                   + (f"Eq. 13 ({steps} steps) fits its 2D keypoints" if steps else
                      "the hand model is fitted to its keypoints and world landmarks (handlib.fit)"))
             hand_box = box if box is not None else check_box(clip_box(det.box, W, H), W, H)
@@ -469,16 +476,24 @@ def _add_predict(sub) -> None:
     side.add_argument("--left", action="store_true", help="a left hand (mirrored for the right-hand network)")
     side.add_argument("--right", action="store_true", help="a right hand (overrides MediaPipe's label)")
     q.add_argument("--evidence", choices=("auto", "mediapipe", "network"), default="auto",
-                   help="2D evidence: MediaPipe's pretrained landmarks (box, side, keypoints, world "
-                        "landmarks; the hand model is fitted to them, handlib.fit; needs handlib[real] and "
+                   help="2D evidence: MediaPipe's pretrained hand networks (box, side, keypoints, world "
+                        "landmarks; the hand model is fitted to them, handlib.fit; needs "
                         "data_scripts/get_pretrained.py) or the network's own (the paper's path, with "
-                        "Eq. 13); auto: MediaPipe when available")
+                        "Eq. 13); auto: MediaPipe's when its model is fetched")
+    _add_detector(q)
     q.add_argument("--refine-steps", type=whole_number(0), default=None,
                    help="Eq. 13 refinement steps (default: the profile's refine_steps with the network's "
                         "evidence; 0 with MediaPipe's, which is fitted instead; N > 0: Eq. 13 toward "
                         "MediaPipe's keypoints from the network's estimate)")
     q.add_argument("--out", type=folder_to_write, default=Path("runs/predict"),
                    help="folder for mesh.obj, mesh.ply, joints.json, overlay.png (default: runs/predict)")
+
+
+def _add_detector(p) -> None:
+    p.add_argument("--detector", choices=("torch", "mediapipe"), default="torch",
+                   help="what runs MediaPipe's hand networks: torch (handlib.pretrained.detect_hands, the "
+                        "default) or the mediapipe package's runtime (a dev-only reference: pip install "
+                        "mediapipe==1.2.2)")
 
 
 def _add_ablate(sub) -> None:
@@ -506,6 +521,7 @@ def _add_eval_real(sub) -> None:
     r.add_argument("--refine-steps", type=whole_number(0), default=50,
                    help="Eq. 13 steps of the MediaPipe + Eq. 13 row (the fit row needs none)")
     r.add_argument("--no-pretrained", action="store_true", help="score the network alone")
+    _add_detector(r)
     r.add_argument("--json", type=file_to_write, default=None)
 
 

@@ -10,7 +10,10 @@ Getting the model, offline: ``python data_scripts/get_pretrained.py`` takes the 
 files out of the ``mediapipe==0.10.21`` wheel from PyPI (downloaded with ``pip download
 --no-deps``, never installed: it needs numpy < 2) and zips them into ``hand_landmarker.task``
 (``hand_detector.tflite`` + ``hand_landmarks_detector.tflite``), checking SHA-256 sums. The
-runtime is ``mediapipe==1.2.2`` (``pip install "handlib[real]"``), which ships no model.
+runtime is ``mediapipe==1.2.2`` (in the ``dev`` extra: a reference for the tests), which ships no
+model. ``predict``, ``eval-real`` and notebook 09 run the same two networks in torch instead
+(:class:`handlib.pretrained.HandFinder`, ``--detector torch``, the default): this wrapper is the
+``--detector mediapipe`` alternative.
 
 Conventions to know (measured and documented, not corrected):
 
@@ -181,8 +184,8 @@ class PretrainedEvidence:
             import mediapipe as mp
             from mediapipe.tasks.python import BaseOptions, vision
         except ImportError as err:  # pragma: no cover - depends on the environment
-            raise ImportError("pretrained 2D evidence needs mediapipe: pip install 'handlib[real]' "
-                              "(mediapipe==1.2.2)") from err
+            raise ImportError("the mediapipe runtime is not installed (pip install mediapipe==1.2.2, or "
+                              "use handlib.pretrained.HandFinder: the same networks in torch)") from err
         path = Path(cfg.model_path) if cfg.model_path else default_model_path()
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no hand landmarker model; fetch it with "

@@ -17,8 +17,8 @@ openly licensed (Apache-2.0) MediaPipe hand models — the same ``hand_landmarke
 
 Verified (tests/test_pretrained.py): both networks equal the TFLite runtime to ~1e-4 px; given
 mediapipe's own hand region, the crop + network + mapping back reproduce its landmarks to < 0.2 px;
-the whole ``detect_hands`` agrees with mediapipe 1.2.2 to ~2 px (median) — the palm stage's region
-differs slightly, for a reason not yet found.
+the whole ``detect_hands`` agrees with mediapipe 1.2.2's ``HandLandmarker`` to 0.24 px (median; mean
+0.37 px on 9 real hands), once its hand region's rotation is reproduced (:data:`TASKS_TARGET_ANGLE`).
 
 Conventions: landmarks follow MediaPipe's order, which is the OpenPose/FreiHAND order, i.e.
 handlib's (``skeleton.ORDERS["freihand"]`` is the identity). ``handedness`` is the network's
@@ -43,13 +43,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .evidence_pretrained import HandDetection, default_model_path, keypoint_box
+from .evidence_pretrained import HandDetection, PretrainedConfig, default_model_path, keypoint_box
 from .tflite import load_tflite
 
 __all__ = ["HandLandmarks", "HandLandmarkNet", "Palms", "PalmDetector", "ssd_anchors", "decode_palms",
            "weighted_nms", "box_iou", "palm_to_roi", "landmarks_to_roi", "roi_grid", "roi_to_image",
-           "HandsFound", "find_hands", "detect_hands", "read_task_member", "runtime_outputs",
-           "LANDMARK_MEMBER", "PALM_MEMBER"]
+           "HandsFound", "find_hands", "detect_hands", "HandFinder", "open_detector", "RUNTIMES",
+           "read_task_member", "runtime_outputs", "LANDMARK_MEMBER", "PALM_MEMBER", "TASKS_TARGET_ANGLE"]
 
 LANDMARK_MEMBER = "hand_landmarks_detector.tflite"
 PALM_MEMBER = "hand_detector.tflite"
@@ -329,12 +329,23 @@ def roi_to_image(points: torch.Tensor, center: torch.Tensor, side: torch.Tensor,
     return center[:, None] + _rotate((points / out - 0.5) * side[:, None, None], rotation)
 
 
-def palm_to_roi(boxes: torch.Tensor, keypoints: torch.Tensor, scale: float = 2.6, shift_y: float = -0.5):
+# MediaPipe's tasks HandDetectorGraph sets DetectionsToRectsCalculator's rotation_vector_target_angle,
+# a field in *radians*, to 90 (not its _degrees twin, nor π/2): the target is 90 rad ≡ 116.6°, so the
+# wrist → middle-MCP line ends up 26.6° off upright in the crop. Reproducing it is what makes
+# detect_hands equal the HandLandmarker (median 1.9 px → 0.24 px on the shared frames).
+TASKS_TARGET_ANGLE = 90.0
+
+
+def palm_to_roi(boxes: torch.Tensor, keypoints: torch.Tensor, scale: float = 2.6, shift_y: float = -0.5,
+                target_angle: float = TASKS_TARGET_ANGLE):
     """The hand region from palm detections (all in image pixels), MediaPipe's hand_detector rules.
 
-    Rotation brings the wrist → middle-finger-MCP direction (keypoints 0 → 2) upright; the box is
-    moved by ``shift_y`` of its height towards the fingers, squared on its long side and enlarged
-    ``scale`` times, so that the whole hand fits.
+    Rotation turns the wrist → middle-finger-MCP direction (keypoints 0 → 2) to ``target_angle``
+    (radians, counter-clockwise from the x axis with y up); the box is moved by ``shift_y`` of its
+    height along the rotated axis, squared on its long side and enlarged ``scale`` times, so that
+    the whole hand fits. ``target_angle=math.pi / 2`` makes the hand exactly upright (the legacy
+    graphs' 90°); the default, 90 *radians*, is what mediapipe's tasks ``HandLandmarker`` does (see
+    ``TASKS_TARGET_ANGLE``).
 
     Args:
         boxes: (D, 4) (x_min, y_min, x_max, y_max). keypoints: (D, 7, 2).
@@ -344,7 +355,7 @@ def palm_to_roi(boxes: torch.Tensor, keypoints: torch.Tensor, scale: float = 2.6
     center = (boxes[:, :2] + boxes[:, 2:]) / 2
     size = boxes[:, 2:] - boxes[:, :2]
     d = keypoints[:, 2] - keypoints[:, 0]
-    rotation = math.pi / 2 - torch.atan2(-d[:, 1], d[:, 0])
+    rotation = target_angle - torch.atan2(-d[:, 1], d[:, 0])
     rotation = rotation - 2 * math.pi * torch.floor((rotation + math.pi) / (2 * math.pi))
     shift = torch.stack([torch.zeros_like(size[:, 1]), size[:, 1] * shift_y], -1)  # (D, 2) in the box frame
     return center + _rotate(shift, rotation), size.max(-1).values * scale, rotation
@@ -471,3 +482,60 @@ def detect_hands(image, max_hands: int = 2, min_detection: float = 0.5, min_pres
         out.append(HandDetection(kp2d=kp, box=keypoint_box(kp, box_margin), side=side, score=max(p, 1 - p),
                                  world=world))
     return sorted(out, key=lambda d: -d.score)
+
+
+def _swap_sides(dets: list[HandDetection]) -> list[HandDetection]:
+    other = {"left": "right", "right": "left"}
+    return [dataclasses.replace(d, side=other[d.side]) for d in dets]
+
+
+class HandFinder:
+    """:func:`detect_hands` behind :class:`~handlib.evidence_pretrained.PretrainedEvidence`'s interface.
+
+    ``with HandFinder() as finder: finder.detect(image)`` — what ``predict``, ``eval-real``, the fit
+    benchmark and notebook 09 use by default. Needs torch and the checksummed ``.task`` only (not the
+    ``mediapipe`` package); the two networks are read once per (model file, device).
+
+    Args:
+        cfg: :class:`~handlib.evidence_pretrained.PretrainedConfig` (thresholds, number of hands,
+            ``swap_handedness``, ``box_margin``, ``model_path``), the same settings as the runtime's.
+        device: where the networks run (default cpu).
+    Raises:
+        FileNotFoundError naming the path (and how to fetch it) when the .task is absent.
+    """
+
+    def __init__(self, cfg: PretrainedConfig = PretrainedConfig(), device=None):
+        self.cfg, self.device = cfg, torch.device(device or "cpu")
+        _models(cfg.model_path, self.device)  # read now: a missing file fails here, not on the first photo
+
+    def detect(self, image) -> list[HandDetection]:
+        """Hands in an (H, W, 3) uint8 RGB image, best first (empty when none is found)."""
+        c = self.cfg
+        dets = detect_hands(image, c.num_hands, c.min_detection_confidence, c.min_presence_confidence,
+                            c.model_path, self.device, c.box_margin)
+        return _swap_sides(dets) if c.swap_handedness else dets
+
+    def close(self) -> None:
+        """Nothing to release (the networks stay cached for the next finder)."""
+
+    def __enter__(self) -> HandFinder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+RUNTIMES = ("torch", "mediapipe")
+
+
+def open_detector(runtime: str = "torch", cfg: PretrainedConfig = PretrainedConfig(), device=None):
+    """MediaPipe's hand pipeline, run by ``runtime``: "torch" (:class:`HandFinder`, the default) or
+    "mediapipe" (:class:`~handlib.evidence_pretrained.PretrainedEvidence`, the mediapipe package's
+    runtime, kept as the reference). Both have ``detect(image)``, ``close()`` and a with-block."""
+    if runtime == "torch":
+        return HandFinder(cfg, device)
+    if runtime == "mediapipe":
+        from .evidence_pretrained import PretrainedEvidence
+
+        return PretrainedEvidence(cfg)
+    raise ValueError(f"runtime: expected one of {RUNTIMES}, got {runtime!r}")

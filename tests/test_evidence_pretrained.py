@@ -82,7 +82,7 @@ def test_task_bundle_is_checked_and_byte_reproducible(tmp_path):
 
 def test_landmarker_on_a_blank_image_and_a_synthetic_hand():
     """The real model (fetched by `make test` with data_scripts/get_pretrained.py)."""
-    pytest.importorskip("mediapipe", reason="pip install 'handlib[real]'")
+    pytest.importorskip("mediapipe", reason="pip install mediapipe==1.2.2 (dev)")
     from handlib.data import SyntheticHands
     from handlib.evidence_pretrained import PretrainedEvidence
 
@@ -99,7 +99,7 @@ def test_landmarker_on_a_blank_image_and_a_synthetic_hand():
 
 
 def test_missing_model_file_says_how_to_get_it(tmp_path):
-    pytest.importorskip("mediapipe", reason="pip install 'handlib[real]'")
+    pytest.importorskip("mediapipe", reason="pip install mediapipe==1.2.2 (dev)")
     from handlib.evidence_pretrained import PretrainedEvidence
 
     with pytest.raises(FileNotFoundError, match="get_pretrained.py"):
@@ -108,7 +108,7 @@ def test_missing_model_file_says_how_to_get_it(tmp_path):
 
 # MediaPipe's C++ start-up logs stay off stderr, while Python's stderr and fd 2 keep working after.
 def test_landmarker_start_up_logs_are_hidden():
-    pytest.importorskip("mediapipe", reason="pip install 'handlib[real]'")
+    pytest.importorskip("mediapipe", reason="pip install mediapipe==1.2.2 (dev)")
     if not task_is_valid(default_model_path()):
         pytest.skip("run python data_scripts/get_pretrained.py")
     code = (

@@ -126,8 +126,7 @@ def test_lock_satisfies_pyproject_and_leaves_out_the_second_opencv():
     tomllib = pytest.importorskip("tomllib")  # Python >= 3.11, as the lock
     lock = check_lock.read_lock(LOCK)
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = project["dependencies"] + project["optional-dependencies"]["dev"] \
-        + project["optional-dependencies"]["real"]
+    wanted = project["dependencies"] + project["optional-dependencies"]["dev"]
     unmet = []
     for line in wanted:
         req = Requirement(line)
