@@ -12,16 +12,25 @@ fc layer. ``resnet_tiny`` is a narrow ResNet-10 for the ``ci`` profile.
 Output maps, for an input of side S: ``maps[0..3]`` are the outputs of layer1..layer4 at strides
 4, 8, 16, 32 (S/4 … S/32). The heat-map head picks the one closest to the heat-map resolution,
 e.g. stride 4 at 64 px → 16×16 (``ci``), stride 8 at 224 px → 28×28 resized to 32×32 (paper).
+
+``build_backbone("mediapipe")`` instead returns MediaPipe's pretrained hand landmark network with the
+same interface (:class:`~handlib.backbone_pretrained.MediaPipeBackbone`, 224 px crops only, F(x)
+1152-d); :data:`PRETRAINED` lists such file-backed backbones by name.
 """
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+if TYPE_CHECKING:  # pragma: no cover
+    from .backbone_pretrained import MediaPipeBackbone
+
 __all__ = ["BackboneConfig", "BackboneOutput", "BasicBlock", "Bottleneck", "ResNet", "build_backbone",
-           "resnet18", "resnet34", "resnet50", "resnet_tiny", "BACKBONES", "fold_batchnorm"]
+           "resnet18", "resnet34", "resnet50", "resnet_tiny", "BACKBONES", "fold_batchnorm",
+           "PretrainedSpec", "PRETRAINED", "check_image_size"]
 
 STRIDES = (4, 8, 16, 32)  # output stride of layer1..layer4
 
@@ -47,6 +56,28 @@ BACKBONES = {
     "resnet34": BackboneConfig("resnet34", "basic", (3, 4, 6, 3)),
     "resnet50": BackboneConfig("resnet50", "bottleneck", (3, 4, 6, 3)),
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainedSpec:
+    """A backbone read from a pretrained file rather than built from a :class:`BackboneConfig`."""
+
+    out_dim: int  # length of the pooled F(x)
+    image_size: int  # the one crop side it takes: the side it was trained at
+
+
+PRETRAINED = {
+    # MediaPipe's hand landmark network (backbone_pretrained.MediaPipeBackbone), trained on 224 px crops
+    "mediapipe": PretrainedSpec(out_dim=1152, image_size=224),
+}
+
+
+def check_image_size(name: str, image_size: int) -> None:
+    """Raise ``ValueError`` if backbone ``name`` cannot take S×S crops (pretrained ones take one S)."""
+    spec = PRETRAINED.get(name)
+    if spec is not None and image_size != spec.image_size:
+        raise ValueError(f"image_size: backbone {name!r} was trained on {spec.image_size}×{spec.image_size} "
+                         f"crops and takes only those; got image_size={image_size}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,11 +240,17 @@ def resnet_tiny(**kw) -> ResNet:
     return resnet_from_config(dataclasses.replace(BACKBONES["resnet_tiny"], **kw))
 
 
-def build_backbone(name: str, **kw) -> ResNet:
+def build_backbone(name: str, **kw) -> ResNet | MediaPipeBackbone:
     """Build the backbone named by a profile (``profile().backbone``); ``kw`` overrides
-    :class:`BackboneConfig` fields, e.g. ``in_channels=4``."""
+    :class:`BackboneConfig` fields, e.g. ``in_channels=4``. ``"mediapipe"`` reads MediaPipe's
+    pretrained network from its .task file instead (``kw``: ``MediaPipeBackbone.from_task``'s)."""
+    if name == "mediapipe":
+        from .backbone_pretrained import MediaPipeBackbone  # lazy: it imports this module
+
+        return MediaPipeBackbone.from_task(**kw)
     if name not in BACKBONES:
-        raise ValueError(f"name: unknown backbone {name!r}, expected one of {sorted(BACKBONES)}")
+        raise ValueError(f"name: unknown backbone {name!r}, expected one of "
+                         f"{sorted(BACKBONES) + sorted(PRETRAINED)}")
     return resnet_from_config(dataclasses.replace(BACKBONES[name], **kw))
 
 
@@ -225,7 +262,9 @@ def fold_batchnorm(net: nn.Module) -> nn.Module:
     outputs (to float rounding) with a third fewer memory passes, forward and backward. Used by
     test-time refinement (Eq. 13), which runs the frozen backbone 50 times per image. Pairs are
     found by name (``convK`` with ``bnK`` in one module, and ``Sequential(conv, bn)`` shortcuts),
-    which covers :class:`ResNet`; the folded BNs become ``nn.Identity``.
+    which covers :class:`ResNet`; the folded BNs become ``nn.Identity``. A module without BatchNorm
+    (``MediaPipeBackbone``: its BNs were folded when the file was exported) comes back as an eval-mode
+    copy with the same weights.
 
     Args:
         net: a module whose BNs follow their convs as above (its running statistics are used).

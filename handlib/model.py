@@ -1,6 +1,7 @@
 """DHPE(x) = f_Proj(f_E3D(f_E2D(x))): the whole network of Baek, Kim & Kim 2019 (Eq. 1).
 
-* f_E2D, :class:`EvidenceEstimator`: ResNet features F(x) (``backbone.py``) and a CPM keypoint head
+* f_E2D, :class:`EvidenceEstimator`: ResNet features F(x) (``backbone.py``; or MediaPipe's pretrained
+  landmark network, ``backbone_pretrained.py``) and a CPM keypoint head
   (``heatmaps.py``) → 21 heat maps → j2D by soft-argmax (differentiable, so the 3D losses reach the
   heat maps too).
 * f_E3D, :class:`~handlib.regressor.IterativeRegressor`: Eqs. 4–6.
@@ -17,7 +18,7 @@ import dataclasses
 import torch
 from torch import nn
 
-from .backbone import STRIDES, build_backbone
+from .backbone import STRIDES, build_backbone, check_image_size
 from .config import Profile, profile
 from .hand_model import HandModel
 from .heatmaps import HeatmapConfig, KeypointHead, heatmap_to_image, pick_stride, soft_argmax_2d
@@ -32,12 +33,17 @@ class ModelConfig:
     """Sizes and stage configs of the network; :meth:`from_profile` fills them from a profile."""
 
     image_size: int = 224  # crop side S (paper: 224)
-    backbone: str = "resnet50"  # paper: ResNet-50, F(x) 2048-d
+    # paper: ResNet-50, F(x) 2048-d; "mediapipe": MediaPipe's pretrained landmark network, F(x) 1152-d,
+    # which takes 224 px crops only (backbone_pretrained.py)
+    backbone: str = "resnet50"
     heatmap: HeatmapConfig = HeatmapConfig()  # paper: 21×32×32 at 224 px
     regressor: RegressorConfig = RegressorConfig()
     # Eq. 9's renderer; σ is in squared NDC units (render.py). 2e-4 (ours): ≈0.2 px² at 64 px,
     # 2.5 px² at 224 px, soft enough to give gradients a pixel or two off the edge at every size.
     render: RenderConfig = RenderConfig(sigma=2e-4)
+
+    def __post_init__(self):
+        check_image_size(self.backbone, self.image_size)
 
     @classmethod
     def from_profile(cls, prof: Profile | None = None, **overrides) -> ModelConfig:
@@ -51,8 +57,10 @@ class ModelConfig:
     @property
     def feat_dim(self) -> int:
         """C, the length of F(x), read from the backbone's config (nothing is built)."""
-        from .backbone import BACKBONES
+        from .backbone import BACKBONES, PRETRAINED
 
+        if self.backbone in PRETRAINED:
+            return PRETRAINED[self.backbone].out_dim
         b = BACKBONES[self.backbone]
         return b.widths[-1] * (4 if b.block == "bottleneck" else 1)
 
@@ -99,13 +107,15 @@ class EvidenceEstimator(nn.Module):
     """f_E2D: F(x) and the 2D keypoints (Sec. 3.2).
 
     Args:
-        backbone: a name of ``backbone.BACKBONES``. image_size: crop side S. heatmap: :class:`HeatmapConfig`.
+        backbone: a name of ``backbone.BACKBONES`` or ``"mediapipe"`` (pretrained, S = 224 only).
+        image_size: crop side S. heatmap: :class:`HeatmapConfig`.
     """
 
     def __init__(self, backbone: str = "resnet50", image_size: int = 224,
                  heatmap: HeatmapConfig | None = None):
         super().__init__()
         heatmap = heatmap or HeatmapConfig()
+        check_image_size(backbone, image_size)
         self.backbone = build_backbone(backbone)
         self.image_size, self.hm = image_size, heatmap
         self.map_index = pick_stride(image_size, heatmap.heatmap_size, STRIDES)
