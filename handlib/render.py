@@ -367,35 +367,71 @@ def soft_silhouette_dense(verts: torch.Tensor, faces: torch.Tensor, K: torch.Ten
     return -torch.expm1(logterm.sum(-1)).reshape(B, H, W)
 
 
+PYTORCH3D_FACES_PER_PIXEL = 50
+
+
+def _pytorch3d_cameras(K: torch.Tensor, H: int, W: int):
+    """PyTorch3D cameras for handlib intrinsics K (B, 3, 3).
+
+    PyTorch3D's screen space spans [0, W] × [0, H] with pixel i's centre at i + ½ (its NDC has the
+    image centre at 0), while handlib puts pixel i's centre at the integer i (``handlib.camera``).
+    The same camera therefore has its principal point half a pixel further right and down for
+    PyTorch3D: cx + ½, cy + ½. Non-square images: ``cameras_from_opencv_projection`` scales by the
+    shorter side, as the PyTorch3D rasteriser does, so nothing else changes.
+    """
+    from pytorch3d.utils import cameras_from_opencv_projection
+
+    B = K.shape[0]
+    K3 = K.clone()
+    K3[:, :2, 2] += 0.5
+    eye = torch.eye(3, dtype=K.dtype, device=K.device).expand(B, 3, 3)
+    size = torch.tensor([[H, W]], device=K.device).expand(B, 2)
+    return cameras_from_opencv_projection(eye, K.new_zeros(B, 3), K3, size)
+
+
+def _faces_in_range(verts: torch.Tensor, faces: torch.Tensor, near: float, far: float) -> list:
+    """Per item, the faces handlib's backend keeps: no vertex nearer than ``near``, not all beyond
+    ``far`` (PyTorch3D's SoftSilhouetteShader ignores depth, so the range is applied here)."""
+    z = verts[..., 2][:, faces]  # (B, F, 3)
+    keep = (z.min(-1).values >= near) & (z.min(-1).values <= far)
+    return [faces[k] for k in keep]
+
+
 def _soft_silhouette_pytorch3d(verts, faces, K, image_size, sigma, near, far, cull_threshold,
-                               faces_per_pixel: int = 50):
-    """Same silhouette through PyTorch3D's rasteriser + SoftSilhouetteShader (optional backend)."""
+                               faces_per_pixel: int = PYTORCH3D_FACES_PER_PIXEL):
+    """The same silhouette through PyTorch3D's rasteriser and ``SoftSilhouetteShader``.
+
+    Same maths as handlib's backend: PyTorch3D's ``dists`` are signed squared distances in NDC
+    (shorter side spanning [−1, 1]), so handlib's ``sigma`` carries over unchanged; its
+    ``blur_radius`` is compared with those squared distances (rasterize_meshes: a face is skipped
+    at a pixel outside it when dist ≥ blur_radius), so handlib's cull radius, squared, is
+    ``σ · ln(1/thr − 1)``. One difference remains by design: PyTorch3D keeps only the
+    ``faces_per_pixel`` nearest faces at each pixel (50: on OpenHand at 128 px no pixel has more
+    within the blur radius — measured, see tests/test_render.py), handlib keeps every face.
+    """
     try:
         from pytorch3d.renderer import (
             BlendParams,
             MeshRasterizer,
-            MeshRenderer,
             RasterizationSettings,
             SoftSilhouetteShader,
         )
         from pytorch3d.structures import Meshes
-        from pytorch3d.utils import cameras_from_opencv_projection
     except ImportError as err:
-        raise ImportError("soft_silhouette(backend='pytorch3d') needs pytorch3d, which is not installed; "
+        raise ImportError("soft_silhouette(backend='pytorch3d') needs pytorch3d, which is not installed "
+                          "(see https://github.com/facebookresearch/pytorch3d/blob/main/INSTALL.md); "
                           "use the default backend='handlib'") from err
     B = verts.shape[0]
     H, W = image_size
     Kb = K.expand(B, 3, 3) if K.dim() == 2 else K
-    eye = torch.eye(3, dtype=verts.dtype, device=verts.device).expand(B, 3, 3)
-    cams = cameras_from_opencv_projection(eye, torch.zeros_like(verts[:, 0]), Kb,
-                                          torch.tensor([[H, W]], device=verts.device).expand(B, 2))
     raster = RasterizationSettings(image_size=(H, W), faces_per_pixel=faces_per_pixel,
                                    blur_radius=math.log(1.0 / cull_threshold - 1.0) * sigma,
-                                   perspective_correct=False)
-    renderer = MeshRenderer(MeshRasterizer(cameras=cams, raster_settings=raster),
-                            SoftSilhouetteShader(blend_params=BlendParams(sigma=sigma, gamma=1e-4)))
-    meshes = Meshes(verts=list(verts), faces=[faces] * B)
-    return renderer(meshes, znear=near, zfar=far)[..., 3]
+                                   perspective_correct=False, cull_backfaces=False)
+    rasterizer = MeshRasterizer(cameras=_pytorch3d_cameras(Kb, H, W), raster_settings=raster)
+    meshes = Meshes(verts=list(verts), faces=_faces_in_range(verts, faces, near, far))
+    fragments = rasterizer(meshes)
+    images = SoftSilhouetteShader(blend_params=BlendParams(sigma=sigma, gamma=1e-4))(fragments, meshes)
+    return images[..., 3]
 
 
 class SoftRenderer(nn.Module):
