@@ -25,12 +25,8 @@ CFG = ModelConfig(backbone="mediapipe", image_size=224, heatmap=HeatmapConfig(ch
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: the tests share a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def one_thread(one_torch_thread):
+    """The whole module runs with one torch thread (conftest.one_torch_thread)."""
 
 
 @pytest.fixture(scope="module")

@@ -51,13 +51,8 @@ def _frames(n_freihand=8):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a shared 2-core machine, with mediapipe's own threads in the process, a
-    second torch thread mostly waits (measured: detect_hands 0.06 s → 0.3–4 s per frame)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def one_thread(one_torch_thread):
+    """The whole module runs with one torch thread (conftest.one_torch_thread)."""
 
 
 @pytest.fixture(scope="module")
