@@ -178,6 +178,14 @@ class ResNet(nn.Module):
         self.map_channels = tuple(w * block.expansion for w in widths)  # channels of maps[0..3]
         self._init_weights(zero_init_residual)
 
+    def scope_parameters(self, scope: str) -> list[nn.Parameter]:
+        """The weights a training stage may change (``TrainConfig.finetune``): ``"all"``, ``"top"``
+        (the last stage, ``layer4``), ``"heads"`` or ``"none"`` (a ResNet has no heads: nothing)."""
+        scopes = {"all": self, "top": self.layer4, "heads": None, "none": None}
+        if scope not in scopes:
+            raise ValueError(f"scope: expected one of {sorted(scopes)}, got {scope!r}")
+        return [] if scopes[scope] is None else list(scopes[scope].parameters())
+
     def _init_weights(self, zero_init_residual: bool) -> None:
         for m in self.modules():
             if isinstance(m, nn.Conv2d):  # He et al. 2015 init, as torchvision

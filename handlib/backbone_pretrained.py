@@ -132,6 +132,27 @@ class MediaPipeBackbone(nn.Module):
         data, label = read_task_member(path, LANDMARK_MEMBER)
         return cls(load_tflite(data, label), cpu_chunk)
 
+    def scope_parameters(self, scope: str) -> list[nn.Parameter]:
+        """The weights a training stage may change (``TrainConfig.finetune``), in a fixed order.
+
+        Args:
+            scope: ``"all"``; ``"top"`` the stride-32 blocks (every op after the stride-16 map) and
+                the heads; ``"heads"`` the fully connected heads after global pooling (landmarks,
+                presence, handedness, world); ``"none"``.
+        Returns:
+            the Parameters of the ops from the scope's first op on (constants included).
+        """
+        writer = {t: k for k, t in enumerate(self.net.writes)}  # tensor index → the op writing it
+        names = self.net.names
+        first = {"all": 0, "top": writer[names[self.map_names[2]]] + 1,
+                 "heads": writer[names[self.pooled_name]] + 1, "none": len(self.net.layers)}
+        if scope not in first:
+            raise ValueError(f"scope: expected one of {sorted(first)}, got {scope!r}")
+        start = first[scope]
+        params = [p for layer in self.net.layers[start:] for p in layer.parameters()]
+        reads = sorted({i for r in self.net.reads[start:] for i in r})
+        return params + [self.net.consts[f"t{i}"] for i in reads if f"t{i}" in self.net.consts]
+
     @property
     def out_dim(self) -> int:
         """Length of ``pooled`` F(x): 1152."""

@@ -234,7 +234,7 @@ def _eval(args) -> int:
     source = f"--root {args.root}" if real else "--dataset synthetic"
     with _reading(source, args.root):
         data = dataset_for_eval(args.dataset, model.cfg.image_size, args.root, args.split, args.seed,
-                                args.num)
+                                args.num, crop=model.cfg.crop_config())
     steps = prof.refine_steps if args.refine_steps is None else args.refine_steps
     rcfg = (RefineConfig.fast if args.fast_refine else RefineConfig)(iterations=steps)
     what = f"scoring {len(data)} samples" + (f", with and without Eq. 13 ({steps} steps)" if steps else "")

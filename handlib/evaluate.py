@@ -47,6 +47,12 @@ def _mean(values: list) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
+def _per_sample_mm(evaluator: PoseEvaluator) -> list:
+    """Each sample's mean error over its valid keypoints (NaN where none is), in the order fed."""
+    e, v = torch.cat(evaluator.errors), torch.cat(evaluator.valid)
+    return [float(x) for x in (e * v).sum(1) / v.sum(1)]
+
+
 class _Scores:
     """Accumulates the scores of one set of predictions (network output or refined)."""
 
@@ -155,8 +161,10 @@ def evaluate_model(model, dataset, batch_size: int = 32, device="cpu", workers: 
         error after Procrustes alignment, mm), mesh_f5, mesh_f15 (mean F-scores at 5 and 15 mm),
         means over samples with ground-truth h, NaN without; per_keypoint_mm (21 mean 3D errors,
         bone-scale aligned, handlib order, NaN for a keypoint never valid) and per_keypoint_px
-        (the same in 2D); with ``refine`` the same keys +
-        "_refined" (not the thresholds), refine_iterations and refine_seconds_per_image.
+        (the same in 2D); per_sample_mm (each sample's mean 3D error over its valid keypoints,
+        bone-scale aligned as mean_mm, dataset order: for paired comparisons of two networks on the
+        same crops); with ``refine`` the same keys + "_refined" (not the thresholds),
+        refine_iterations and refine_seconds_per_image.
     """
     model.eval().to(device)
     n = len(dataset)
@@ -187,10 +195,12 @@ def evaluate_model(model, dataset, batch_size: int = 32, device="cpu", workers: 
             ref.update(batch, r.joints, r.j2d, r.verts, sil, gt_verts)
     result = {"num_samples": n, "thresholds_mm": list(THRESHOLDS_3D_MM),
               "thresholds_0_50_mm": list(THRESHOLDS_0_50_MM), **net.summary(),
-              "mean_px_refiner": float(refiner2d.summary()["mean_px"])}
+              "mean_px_refiner": float(refiner2d.summary()["mean_px"]),
+              "per_sample_mm": _per_sample_mm(net.ev["scale"])}
     if refine is not None:
         result.update(ref.summary("_refined"), refine_iterations=refine.iterations,
-                      refine_seconds_per_image=seconds / max(n, 1))
+                      refine_seconds_per_image=seconds / max(n, 1),
+                      per_sample_mm_refined=_per_sample_mm(ref.ev["scale"]))
     return result
 
 
@@ -210,19 +220,25 @@ def dataset_splits(name: str) -> tuple:
 
 
 def dataset_for_eval(name: str, image_size: int, root=None, split: str | None = None, seed: int = 0,
-                     num: int | None = None):
+                     num: int | None = None, crop=None, render_size: int | None = None):
     """Crops (no jitter) of a named dataset: "synthetic" (seeded, no files needed) or a real one
     read from ``root`` in its official layout. ``num`` keeps the first ``num`` samples.
 
+    Args:
+        crop: the network's :class:`~handlib.data.CropConfig` (``ModelConfig.crop_config()``);
+            default: Eq. 8's box crop of side ``image_size``.
+        render_size: side of the synthetic renders; default: the profile's (``Profile.synthetic_size``),
+            the size training crops were cut from.
     Returns:
         a Dataset of cropped samples (int indices), for :func:`evaluate_model`.
     """
+    from .config import profile
     from .data import RHD, STB, CropConfig, CropTransform, DexterObject, FreiHAND, SyntheticHands
 
-    crop = CropTransform(CropConfig(size=image_size))
+    crop = CropTransform(crop or CropConfig(size=image_size))
     if name == "synthetic":
-        ds = SyntheticHands(seed=seed, num=num or 500, image_size=2 * image_size, split=split or "val",
-                            transform=crop)
+        ds = SyntheticHands(seed=seed, num=num or 500, image_size=render_size or profile().synthetic_size,
+                            split=split or "val", transform=crop)
     elif name not in DATASETS:
         raise ValueError(f"dataset: expected one of {DATASETS}, got {name!r}")
     elif root is None:

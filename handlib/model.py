@@ -3,7 +3,8 @@
 * f_E2D, :class:`EvidenceEstimator`: ResNet features F(x) (``backbone.py``; or MediaPipe's pretrained
   landmark network, ``backbone_pretrained.py``) and a CPM keypoint head
   (``heatmaps.py``) → 21 heat maps → j2D by soft-argmax (differentiable, so the 3D losses reach the
-  heat maps too).
+  heat maps too). With MediaPipe, ``keypoints="landmarks"`` takes j2D from its own landmark head
+  instead, and ``crop="upright"`` gives it the upright crops it was trained on.
 * f_E3D, :class:`~handlib.regressor.IterativeRegressor`: Eqs. 4–6.
 * f_Proj: the hand model (OpenHand or MANO, no trainable weights) → mesh and 21 joints, their
   projection with the crop camera K, and the soft silhouette (``render.py``, Eq. 9's input).
@@ -25,6 +26,8 @@ from .heatmaps import HeatmapConfig, KeypointHead, heatmap_to_image, pick_stride
 from .regressor import IterativeRegressor, RegressorConfig, RegressorOutput
 from .render import RenderConfig, SoftRenderer
 
+KEYPOINT_SOURCES = ("heatmap", "landmarks")
+
 __all__ = ["ModelConfig", "Evidence", "EvidenceEstimator", "DHPEOutput", "DHPE", "mask_image"]
 
 
@@ -41,9 +44,36 @@ class ModelConfig:
     # Eq. 9's renderer; σ is in squared NDC units (render.py). 2e-4 (ours): ≈0.2 px² at 64 px,
     # 2.5 px² at 224 px, soft enough to give gradients a pixel or two off the edge at every size.
     render: RenderConfig = RenderConfig(sigma=2e-4)
+    # Where j2D_0 comes from. "heatmap": the CPM head on a backbone map, Eq. 3 (the paper's).
+    # "landmarks" (backbone="mediapipe" only; ours): the pretrained network's own 21 landmarks,
+    # trained further by Eq. 6's t = 0 term. Why: its landmark head learnt 2D hands from real photos;
+    # a heat-map head would start from random weights and learn from synthetic renders alone.
+    keypoints: str = "heatmap"
+    # The crop the network is trained and run on (data.CropConfig.orient / margin). The paper's: an
+    # axis-aligned box 1.5 × the keypoints' box ("box", Eq. 8). MediaPipe's network was trained on
+    # upright, hand-centred regions: on 128 synthetic test hands its landmarks are 37.3 px off
+    # (mean, 224 px crops) on "box" crops and 15.2 px on "upright" ones of margin 1.8 (ours).
+    crop: str = "box"
+    crop_margin: float = 1.5
 
     def __post_init__(self):
         check_image_size(self.backbone, self.image_size)
+        if self.keypoints not in KEYPOINT_SOURCES:
+            raise ValueError(f"ModelConfig.keypoints: expected one of {KEYPOINT_SOURCES}, "
+                             f"got {self.keypoints!r}")
+        if self.keypoints == "landmarks" and self.backbone != "mediapipe":
+            raise ValueError(f"ModelConfig.keypoints='landmarks' needs backbone='mediapipe' (the only "
+                             f"backbone with a landmark head), got backbone={self.backbone!r}")
+        from .data.transforms import ORIENTS
+
+        if self.crop not in ORIENTS:
+            raise ValueError(f"ModelConfig.crop: expected one of {ORIENTS}, got {self.crop!r}")
+
+    def crop_config(self, **jitter):
+        """The :class:`~handlib.data.CropConfig` of this network's crops (``jitter``: its jitter fields)."""
+        from .data.transforms import CropConfig
+
+        return CropConfig(size=self.image_size, margin=self.crop_margin, orient=self.crop, **jitter)
 
     @classmethod
     def from_profile(cls, prof: Profile | None = None, **overrides) -> ModelConfig:
@@ -51,7 +81,10 @@ class ModelConfig:
         cfg = cls(image_size=prof.image_size, backbone=prof.backbone,
                   heatmap=HeatmapConfig(heatmap_size=prof.heatmap_size, channels=prof.heatmap_channels,
                                         stages=prof.heatmap_stages),
-                  render=RenderConfig(image_size=(prof.image_size, prof.image_size), sigma=2e-4))
+                  render=RenderConfig(image_size=(prof.image_size, prof.image_size), sigma=2e-4),
+                  keypoints=prof.keypoints, crop=prof.crop, crop_margin=prof.crop_margin,
+                  regressor=RegressorConfig(hidden=tuple(prof.regressor_hidden),
+                                            refiner_hidden=tuple(prof.refiner_hidden)))
         return dataclasses.replace(cfg, **overrides)
 
     @property
@@ -71,8 +104,9 @@ class ModelConfig:
             return tuple(x) if isinstance(x, list) else x
         reg = {k: tup(v) for k, v in d["regressor"].items()}
         ren = {k: tup(v) for k, v in d["render"].items()}
+        extra = {k: d[k] for k in ("keypoints", "crop", "crop_margin") if k in d}  # absent before v0.7
         return cls(image_size=d["image_size"], backbone=d["backbone"], heatmap=HeatmapConfig(**d["heatmap"]),
-                   regressor=RegressorConfig(**reg), render=RenderConfig(**ren))
+                   regressor=RegressorConfig(**reg), render=RenderConfig(**ren), **extra)
 
 
 def mask_image(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -94,7 +128,8 @@ def mask_image(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 @dataclasses.dataclass
 class Evidence:
     """f_E2D's output. features: (B, C) F(x); heatmaps: list of stages (B, 21, h, h), the last the
-    estimate; j2d: (B, 21, 2) soft-argmax of the last stage in crop pixels; masked_features: (b, C)
+    estimate (empty with ``keypoints="landmarks"``);
+    j2d: (B, 21, 2) soft-argmax of the last stage in crop pixels; masked_features: (b, C)
     F(x ⊙ m) when masked crops were passed (Eq. 2)."""
 
     features: torch.Tensor
@@ -108,18 +143,20 @@ class EvidenceEstimator(nn.Module):
 
     Args:
         backbone: a name of ``backbone.BACKBONES`` or ``"mediapipe"`` (pretrained, S = 224 only).
-        image_size: crop side S. heatmap: :class:`HeatmapConfig`.
+        image_size: crop side S. heatmap: :class:`HeatmapConfig`. keypoints: "heatmap" (the CPM head)
+            or "landmarks" (MediaPipe's own landmarks; no head; see :class:`ModelConfig`).
     """
 
     def __init__(self, backbone: str = "resnet50", image_size: int = 224,
-                 heatmap: HeatmapConfig | None = None):
+                 heatmap: HeatmapConfig | None = None, keypoints: str = "heatmap"):
         super().__init__()
         heatmap = heatmap or HeatmapConfig()
         check_image_size(backbone, image_size)
         self.backbone = build_backbone(backbone)
-        self.image_size, self.hm = image_size, heatmap
+        self.image_size, self.hm, self.keypoints = image_size, heatmap, keypoints
         self.map_index = pick_stride(image_size, heatmap.heatmap_size, STRIDES)
-        self.head = KeypointHead.from_config(self.backbone.map_channels[self.map_index], heatmap)
+        self.head = (KeypointHead.from_config(self.backbone.map_channels[self.map_index], heatmap)
+                     if keypoints == "heatmap" else None)
 
     @property
     def feat_dim(self) -> int:
@@ -146,6 +183,9 @@ class EvidenceEstimator(nn.Module):
                 raise ValueError(f"masked: expected shape (b, 3, {S}, {S}), got {tuple(masked.shape)}")
             x = torch.cat([x, masked])
         out = self.backbone(x)
+        if self.head is None:  # keypoints="landmarks": the pretrained network's own j2D, no heat maps
+            return Evidence(out.pooled[:B], [], out.landmarks[:B],
+                            out.pooled[B:] if masked is not None else None)
         heatmaps = self.head(out.maps[self.map_index][:B])
         uv = soft_argmax_2d(heatmaps[-1], beta=self.hm.beta)  # heat-map pixels
         return Evidence(out.pooled[:B], heatmaps, heatmap_to_image(uv, S / self.hm.heatmap_size),
@@ -183,7 +223,7 @@ class DHPE(nn.Module):
     def __init__(self, cfg: ModelConfig | None = None, hand_model: HandModel | None = None):
         super().__init__()
         self.cfg = cfg = cfg or ModelConfig.from_profile()
-        self.evidence = EvidenceEstimator(cfg.backbone, cfg.image_size, cfg.heatmap)
+        self.evidence = EvidenceEstimator(cfg.backbone, cfg.image_size, cfg.heatmap, cfg.keypoints)
         self.regressor = IterativeRegressor(self.evidence.feat_dim, cfg.regressor)
         self.hand_model = hand_model or HandModel("right")
         if self.hand_model.side != "right":

@@ -76,6 +76,8 @@ class Crop:
         K: (3, 3) crop intrinsics A · K_image.  K_image: (3, 3) the original image's intrinsics.
         affine: (3, 3) A, original pixels → crop pixels (pixel centres at integers).
         box: (x, y, w, h) the hand box in original pixels.
+        rotation: (3, 3) R₃ = diag(R, 1), the crop's roll about the optical axis (identity for a box
+            crop): a point X of the image's camera is R₃ X in the crop's (``data.transforms``).
     """
 
     image: np.ndarray
@@ -83,6 +85,7 @@ class Crop:
     K_image: np.ndarray
     affine: np.ndarray
     box: tuple
+    rotation: np.ndarray = dataclasses.field(default_factory=lambda: np.eye(3))
 
 
 @dataclasses.dataclass
@@ -221,24 +224,51 @@ def resolve_checkpoint(path=None) -> Path:
 # ----------------------------------------------------------------------------------------------
 # Crop and prediction
 # ----------------------------------------------------------------------------------------------
-def crop_box(image: np.ndarray, box, size: int, K: np.ndarray) -> Crop:
+def crop_box(image: np.ndarray, box, size: int, K: np.ndarray, margin: float = BOX_MARGIN) -> Crop:
     """Cut the network's square crop around a hand box (the convention of ``crop_to_hand``).
 
-    Side = ``BOX_MARGIN`` × max(w, h), centre = the box centre (x + (w − 1)/2, y + (h − 1)/2);
+    Side = ``margin`` × max(w, h), centre = the box centre (x + (w − 1)/2, y + (h − 1)/2);
     pixels outside the image are black. A = [[σ, 0, tx], [0, σ, ty]], σ = size / side,
     t = (size − 1)/2 − σ·centre, and K_crop = A · K.
 
     Args:
         image: (H, W, 3) uint8 RGB. box: (x, y, w, h) pixels. size: S. K: (3, 3) image intrinsics.
+        margin: crop side / box side (``ModelConfig.crop_margin``; Eq. 8: 1.5).
     Returns:
         :class:`Crop`.
     """
     x, y, w, h = (float(v) for v in box)
     centre = np.array([x + (w - 1) / 2.0, y + (h - 1) / 2.0])
-    sigma = size / (BOX_MARGIN * max(w, h))
+    return _cut(image, centre, margin * max(w, h), 0.0, size, K, (x, y, w, h))
+
+
+def crop_upright(image: np.ndarray, keypoints, size: int, K: np.ndarray, margin: float) -> Crop:
+    """The upright crop of ``crop_to_hand(orient="upright")`` around 21 2D keypoints (image pixels):
+    turned so that wrist → middle MCP points up, centred on the keypoints' box in that turned frame,
+    side ``margin`` × its larger side. ``box`` of the result is the keypoints' axis-aligned box."""
+    from .data.transforms import _rotation2, upright_angle
+
+    kp = np.asarray(keypoints, np.float64)
+    angle = upright_angle(kp)
+    R = _rotation2(angle)
+    turned = kp @ R.T
+    lo, hi = turned.min(0), turned.max(0)
+    klo, khi = kp.min(0), kp.max(0)
+    box = (float(klo[0]), float(klo[1]), float(max(khi[0] - klo[0], 1.0)), float(max(khi[1] - klo[1], 1.0)))
+    side = margin * max(float((hi - lo).max()), 1.0)
+    return _cut(image, R.T @ (0.5 * (lo + hi)), side, angle, size, K, box)
+
+
+def _cut(image: np.ndarray, centre, side: float, angle: float, size: int, K: np.ndarray, box) -> Crop:
+    """Warp the square of ``side`` pixels around ``centre``, turned by ``angle`` degrees, to size × size:
+    A = [[σR, t], [0, 1]], K_crop = A · K · R₃ᵀ (a plain intrinsics matrix for square pixels)."""
+    from .data.transforms import _rotation2
+
+    R = _rotation2(angle)
+    sigma = size / side
     A = np.eye(3)
-    A[0, 0] = A[1, 1] = sigma
-    A[:2, 2] = (size - 1) / 2.0 - sigma * centre
+    A[:2, :2] = sigma * R
+    A[:2, 2] = (size - 1) / 2.0 - sigma * R @ centre
     src, M = image, A
     if sigma < 1.0:  # shrinking: area-average to scale σ first (bilinear sampling alone would alias)
         H, W = image.shape[:2]
@@ -250,7 +280,26 @@ def crop_box(image: np.ndarray, box, size: int, K: np.ndarray) -> Crop:
     crop = cv2.warpAffine(src, M[:2], (size, size), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     K = np.asarray(K, np.float64)
-    return Crop(image=crop, K=A @ K, K_image=K, affine=A, box=(x, y, w, h))
+    R3 = np.eye(3)
+    R3[:2, :2] = R
+    K_crop = A @ K @ R3.T
+    if angle:
+        K_crop[0, 1] = K_crop[1, 0] = 0.0  # σR(fI)Rᵀ = σfI: zero up to rounding, made exact
+    return Crop(image=crop, K=K_crop, K_image=K, affine=A, box=tuple(float(v) for v in box), rotation=R3)
+
+
+def _unroll(R3: np.ndarray, joints: np.ndarray, verts: np.ndarray, h: np.ndarray):
+    """Crop camera → image camera: X = R₃ᵀ X_crop; h's quaternion and translation turn with it."""
+    from scipy.spatial.transform import Rotation
+
+    if np.array_equal(R3, np.eye(3)):
+        return joints, verts, h
+    h = np.array(h, np.float64)
+    w, x, y, z = h[:4]
+    qx, qy, qz, qw = (Rotation.from_matrix(R3.T) * Rotation.from_quat([x, y, z, w])).as_quat()
+    h[:4] = [qw, qx, qy, qz]
+    h[60:63] = R3.T @ h[60:63]
+    return joints @ R3, verts @ R3, h
 
 
 def _mirror(size: int, **arrays) -> dict:
@@ -265,13 +314,20 @@ def _mirror(size: int, **arrays) -> dict:
 
 
 def _to_image(uv: np.ndarray, A: np.ndarray) -> np.ndarray:
-    """(N, 2) crop pixels → original pixels: A⁻¹ (A is a scale and a shift)."""
-    return (uv - A[:2, 2]) / A[0, 0]
+    """(N, 2) crop pixels → original pixels: A⁻¹ (A a scale, a roll and a shift)."""
+    return (uv - A[:2, 2]) @ np.linalg.inv(A[:2, :2]).T
+
+
+def _check_keypoints(kp, name: str) -> np.ndarray:
+    kp = np.asarray(kp, np.float64)
+    if kp.shape != (21, 2) or not np.isfinite(kp).all():
+        raise ValueError(f"{name}: expected (21, 2) finite pixel coordinates, got {kp.shape}")
+    return kp
 
 
 def predict(model, image, box=None, focal: float | None = None, left: bool = False, refine_steps: int = 0,
             principal=None, keypoints=None, evidence: str = "network", refine_cfg=None,
-            world=None) -> Prediction:
+            world=None, crop_keypoints=None) -> Prediction:
     """Estimate the hand mesh in one image (Eq. 1; with ``refine_steps`` > 0, then Eq. 13).
 
     Args:
@@ -293,6 +349,10 @@ def predict(model, image, box=None, focal: float | None = None, left: bool = Fal
             ``keypoints`` and ``refine_steps`` = 0 the mesh is then :func:`handlib.fit.fit_hand`'s
             fit to both (``evidence`` gets "+fit"); the network's estimate is still computed
             (``j2d_evidence``), it is not the fit's start.
+        crop_keypoints: optional (21, 2) image pixels that place the crop of a network trained on
+            upright crops (``ModelConfig.crop == "upright"``, :func:`crop_upright`); default
+            ``keypoints``. Without either such a network gets ``box``'s crop, unturned. A box-crop
+            network ignores them.
     Returns:
         :class:`Prediction` in the original image's camera.
     """
@@ -311,14 +371,17 @@ def predict(model, image, box=None, focal: float | None = None, left: bool = Fal
     focal = float(default_focal(W, H) if focal is None else focal)
     if not (math.isfinite(focal) and focal > 0):
         raise ValueError(f"focal: expected a positive number of pixels, got {focal}")
-    S = model.cfg.image_size
-    crop = crop_box(image, box, S, image_intrinsics(W, H, focal, principal))
+    S, mcfg = model.cfg.image_size, model.cfg
+    K_image = image_intrinsics(W, H, focal, principal)
+    turn_by = crop_keypoints if crop_keypoints is not None else keypoints
+    if mcfg.crop == "upright" and turn_by is not None:
+        crop = crop_upright(image, _check_keypoints(turn_by, "crop_keypoints"), S, K_image, mcfg.crop_margin)
+    else:  # the box (an upright-trained network without keypoints gets it unturned)
+        crop = crop_box(image, box, S, K_image, mcfg.crop_margin)
     net_image, net_K = crop.image, crop.K
     target = None
     if keypoints is not None:
-        keypoints = np.asarray(keypoints, np.float64)
-        if keypoints.shape != (21, 2) or not np.isfinite(keypoints).all():
-            raise ValueError(f"keypoints: expected (21, 2) finite pixel coordinates, got {keypoints.shape}")
+        keypoints = _check_keypoints(keypoints, "keypoints")
         target = keypoints @ crop.affine[:2, :2].T + crop.affine[:2, 2]  # image → crop pixels
     if left:  # the network sees a right hand: mirror the crop and its camera
         m = _mirror(S, image=crop.image, K=crop.K.astype(np.float32))
@@ -361,10 +424,12 @@ def predict(model, image, box=None, focal: float | None = None, left: bool = Fal
         sil = sil[:, ::-1].copy()
         faces = faces[:, [0, 2, 1]]
     K_img = crop.K_image
+    joints, verts, h = _unroll(crop.rotation, joints, verts, h)  # the crop's camera → the image's
     if world is not None and keypoints is not None and not refine_steps:
         verts, joints, h, sil, losses = _fit_detection(model, keypoints, world, K_img, crop, left)
         evidence = evidence + "+fit"
-    # the crop is a scale and a shift of the image: the 3D points are the same in both cameras
+    # the crop is a scale, a shift and a roll of the image: after the roll back (_unroll), the 3D
+    # points are the same in both cameras
     j2d = project(torch.as_tensor(joints)[None], torch.as_tensor(K_img))[0].numpy()
     return Prediction(verts=verts, faces=faces, joints=joints, j2d=j2d,
                       j2d_evidence=_to_image(j2d_ev, crop.affine), h=h, silhouette=sil, K=K_img,
@@ -386,8 +451,8 @@ def _fit_detection(model, keypoints, world, K_img: np.ndarray, crop: Crop, left:
     h = np.concatenate([q, res.pose, res.betas, [1.0], res.trans])
     device = next(model.parameters()).device
     with torch.no_grad():
-        sil = model.renderer(torch.as_tensor(res.verts, dtype=torch.float32, device=device)[None],
-                             torch.as_tensor(crop.K, dtype=torch.float32, device=device)[None])
+        verts = torch.as_tensor(res.verts @ crop.rotation.T, dtype=torch.float32, device=device)  # crop cam
+        sil = model.renderer(verts[None], torch.as_tensor(crop.K, dtype=torch.float32, device=device)[None])
     losses = {"fit": res.costs, "iterations": res.iterations, "seconds": round(res.seconds, 3)}
     return res.verts, res.joints, h, sil[0].cpu().double().numpy(), losses
 
@@ -421,7 +486,7 @@ def overlay_figure(image: np.ndarray, pred, title: str | None = None, side_px=(5
 
 def _draw_prediction(ax, pred: Prediction, lw: float) -> None:
     """One hand of :func:`overlay_figure`: silhouette outline, box, crop square, skeleton."""
-    from matplotlib.patches import Rectangle
+    from matplotlib.patches import Polygon, Rectangle
 
     A, S = pred.crop.affine, pred.silhouette.shape[0]
     grid = _to_image(np.stack(np.meshgrid(np.arange(S), np.arange(S)), -1).reshape(-1, 2).astype(float), A)
@@ -429,8 +494,8 @@ def _draw_prediction(ax, pred: Prediction, lw: float) -> None:
                colors="cyan", linewidths=lw)
     x, y, w, h = pred.box
     ax.add_patch(Rectangle((x - 0.5, y - 0.5), w, h, fill=False, ls="--", ec="yellow", lw=lw))
-    lo = _to_image(np.array([[-0.5, -0.5]]), A)[0]
-    ax.add_patch(Rectangle(lo, S / A[0, 0], S / A[0, 0], fill=False, ls=":", ec="white", lw=lw))
+    corners = _to_image(np.array([[-0.5, -0.5], [S - 0.5, -0.5], [S - 0.5, S - 0.5], [-0.5, S - 0.5]]), A)
+    ax.add_patch(Polygon(corners, closed=True, fill=False, ls=":", ec="white", lw=lw))  # the crop, turned
     kp = pred.j2d
     for name, idx in FINGERS.items():
         chain = [ROOT, *idx]
@@ -483,7 +548,7 @@ def save_prediction(pred: Prediction, out, image: np.ndarray, **meta) -> dict:
         "focal": pred.focal,
         "K": _rows(pred.K, 6),
         "crop": {"size": int(pred.crop.image.shape[0]), "K": _rows(pred.crop.K, 6),
-                 "affine": _rows(pred.crop.affine, 8)},
+                 "affine": _rows(pred.crop.affine, 8), "rotation": _rows(pred.crop.rotation, 8)},
         "refined": pred.refined,
         "refine_steps": pred.refine_steps,
         "refine_losses": pred.losses,

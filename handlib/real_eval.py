@@ -13,8 +13,9 @@ scores every labelled hand, per source, along these paths:
   Eq. 13 whose term (a) fits MediaPipe's keypoints (the paper's refinement, external keypoints).
 * **MediaPipe alone**: its 2D keypoints (``mediapipe_2d``) and its world landmarks
   (``mediapipe_world``, 3D scores only), scored with the same alignment code as the rest.
-* **network alone** (``network``): handlib's DHPE (the shipped synthetic-only checkpoint by
-  default) on the crop of the ground-truth box, with the ground-truth side, no refinement.
+* **network alone** (``network``): handlib's DHPE (the shipped checkpoint by default) on the crop
+  of the ground-truth box (a network trained on upright crops: the ground truth's upright crop),
+  with the ground-truth side, no refinement.
 
 Detections are matched to labelled hands one to one, per photo: pairs in order of their box IoU,
 each above ``match_iou`` (two-hand InterHand photos: each hand gets its own detection or none). The
@@ -115,8 +116,10 @@ def score_frame(model, frame: RealFrame, det=None, cfg: RealEvalConfig = RealEva
     cam = _camera(frame)
     side = frame.side or "right"
     row = {"source": frame.source, "frame": frame.frame_id}
+    # the ground truth's box, or for a network trained on upright crops the ground truth's upright crop
+    turn_by = frame.kp2d if np.all(frame.valid) else None
     net = predict(model, image, box=clip_box(_tight_box(frame.kp2d[frame.valid]), W, H), left=side == "left",
-                  refine_steps=0, **cam)
+                  refine_steps=0, crop_keypoints=turn_by, **cam)
     row["network"] = {**_scores_2d(net.j2d, frame, cfg.pck_fraction), **_scores_3d(net.joints, frame)}
     if not detector_ran:
         return row

@@ -37,6 +37,7 @@ from torch import nn
 
 from . import losses as L
 from .augment import AugmentBuffer, AugmentConfig, augment_seeds, mix_into
+from .backbone import PRETRAINED
 from .config import Profile, profile, seed_everything
 from .data import CropConfig, DataError, MissingData, SyntheticFolder, SyntheticHands, crop_to_hand
 from .data.batch import collate
@@ -44,7 +45,9 @@ from .heatmaps import gaussian_heatmaps, image_to_heatmap
 from .lbs import blend_shapes
 from .model import DHPE, DHPEOutput, ModelConfig, mask_image
 
-__all__ = ["TrainConfig", "StepSampler", "DrawDataset", "compute_terms", "train", "save_checkpoint",
+__all__ = ["TrainConfig", "StepSampler", "DrawDataset", "compute_terms", "train", "save_checkpoint", "Run",
+           "setup", "make_loader", "enter_stage", "train_step", "MetricsLog", "final_eval", "param_groups",
+           "set_trainable",
            "load_checkpoint", "load_model", "export_checkpoint", "CHECKPOINT_FORMAT", "SHIPPED_CHECKPOINT"]
 
 CHECKPOINT_FORMAT = "handlib-dhpe/1"
@@ -77,13 +80,23 @@ class TrainConfig:
     eval_samples: int = 500  # held-out "val" split scored at the end (0: skip)
     weights: L.LossWeights = L.LossWeights()
     augment: AugmentConfig = AugmentConfig()  # Sec. 3.5 (enabled=False: the ablation without it)
+    # Which backbone weights each stage (evidence, joint) trains: "all", "top" (the last stage: ResNet
+    # layer4; MediaPipe's stride-32 blocks and heads), "heads" (MediaPipe's heads) or "none"
+    # (``scope_parameters`` of the backbones). The heat-map head and the regressor always train.
+    # Paper: everything trains (ours: "top" for MediaPipe on the cpu profile, 2.6× faster per step).
+    finetune: tuple = ("all", "all")
+    # Learning rate × this for a *pretrained* backbone's weights, which also get no weight decay
+    # (AdamW's decay pulls them toward 0, not toward what they learnt). Ours: 1.0; in 150-step cpu
+    # probes (seed 0, 100 val crops) 1.0 reached AUC 0.434 and 0.1 reached 0.398.
+    pretrained_lr: float = 1.0
 
     @classmethod
     def from_profile(cls, prof: Profile | None = None, **overrides) -> TrainConfig:
         prof = prof or profile()
         cfg = cls(steps=prof.train_steps, batch_size=prof.batch_size, num_samples=prof.num_samples,
-                  render_size=2 * prof.image_size, eval_samples=min(500, prof.num_samples),
-                  warmup=min(100, prof.train_steps // 10))
+                  render_size=prof.synthetic_size, eval_samples=min(500, prof.num_samples),
+                  warmup=min(100, prof.train_steps // 10),
+                  **(PRETRAINED_RECIPE if prof.backbone in PRETRAINED else {}))
         return dataclasses.replace(cfg, **overrides)
 
     @property
@@ -97,6 +110,11 @@ class TrainConfig:
         if not self.augment.enabled:
             return self.steps + 1
         return self.evidence_steps + int(round(self.augment.warmup_epochs * num_samples / self.batch_size))
+
+
+# A pretrained backbone (MediaPipe's) trains its stride-32 blocks and heads only (2.6× faster per step
+# than all of it), and its landmark head, already trained, needs only a short evidence stage (ours).
+PRETRAINED_RECIPE = {"finetune": ("top", "top"), "evidence_fraction": 0.1}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -168,8 +186,7 @@ def build_data(cfg: TrainConfig, mcfg: ModelConfig, split: str = "train", num: i
         base = SyntheticHands(seed=cfg.seed, num=num or cfg.num_samples, image_size=cfg.render_size,
                               split=split)
     s, sh, rot = cfg.crop_jitter if jitter else (0.0, 0.0, 0.0)
-    return DrawDataset(base, CropConfig(size=mcfg.image_size, scale_jitter=s, shift_jitter=sh, rotation=rot),
-                       cfg.seed)
+    return DrawDataset(base, mcfg.crop_config(scale_jitter=s, shift_jitter=sh, rotation=rot), cfg.seed)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -190,9 +207,11 @@ def compute_terms(model: DHPE, out: DHPEOutput, batch: dict, weights: L.LossWeig
     S, hm = model.cfg.image_size, model.cfg.heatmap
     valid, kp2d = batch["valid"], batch["kp2d"]
     ev = out.evidence
-    size = ev.heatmaps[-1].shape[-1]
-    target = gaussian_heatmaps(image_to_heatmap(kp2d, S / size), (size, size), hm.sigma, valid)
-    terms = {"heatmap": L.heatmap_loss(ev.heatmaps, target, valid, weights.heatmap_stages)}  # Eq. 3
+    terms = {}
+    if ev.heatmaps:  # Eq. 3 (keypoints="landmarks" has no heat maps: Eq. 6's t = 0 term trains them)
+        size = ev.heatmaps[-1].shape[-1]
+        target = gaussian_heatmaps(image_to_heatmap(kp2d, S / size), (size, size), hm.sigma, valid)
+        terms["heatmap"] = L.heatmap_loss(ev.heatmaps, target, valid, weights.heatmap_stages)
     if masked_features is not None:  # Eq. 2
         terms["feature"] = L.feature_consistency_loss(ev.features[: len(masked_features)], masked_features,
                                                       weights.feature_reduction)
@@ -281,19 +300,24 @@ def load_checkpoint(path, map_location="cpu") -> dict:
 SHIPPED_CHECKPOINT = Path(__file__).parent / "assets" / "dhpe_cpu.pt"  # see its .json for provenance
 
 
-def export_checkpoint(src, dest, **meta) -> Path:
+def export_checkpoint(src, dest, half: bool = False, **meta) -> Path:
     """A weights-only copy of a training checkpoint for distribution (``handlib/assets/dhpe_cpu.pt``).
 
     Keeps the model's weights, its configs and the step; drops the optimiser, scheduler and RNG
     states (two thirds of the file), so it loads with :func:`load_model` but cannot ``--resume``.
     ``meta`` (provenance: command, seed, commit, scores; plain values) is stored in it and written
-    beside it as ``dest`` with suffix ``.json``, together with the file's SHA-256.
+    beside it as ``dest`` with suffix ``.json``, together with the file's SHA-256. ``half`` stores the
+    floating-point weights as float16 (half the bytes; :func:`load_model` copies them back into the
+    float32 model, ``load_state_dict`` converts), which the json records as ``"weights_dtype"``.
     """
     import hashlib
     import json
 
     state = load_checkpoint(src)
     small = {k: state[k] for k in ("format", "step", "skipped", "model", "model_config", "train_config")}
+    if half:
+        small["model"] = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
+    meta = {**meta, "weights_dtype": "float16" if half else "float32"}
     small["meta"] = meta
     dest = Path(dest)
     tmp = dest.with_name(dest.name + ".tmp")
@@ -339,6 +363,29 @@ def _lr_lambda(cfg: TrainConfig):
     return f
 
 
+def param_groups(model: DHPE, cfg: TrainConfig) -> list[dict]:
+    """AdamW's parameter groups: a pretrained backbone's weights at ``lr × pretrained_lr`` without weight
+    decay, everything else (new layers, a from-random backbone) at ``lr`` with ``weight_decay``."""
+    pretrained = model.cfg.backbone in PRETRAINED
+    bb = {id(p) for p in model.evidence.backbone.parameters()} if pretrained else set()
+    rest = [p for p in model.parameters() if id(p) not in bb]
+    groups = [{"params": rest, "lr": cfg.lr, "weight_decay": cfg.weight_decay}]
+    if pretrained:
+        groups.append({"params": list(model.evidence.backbone.parameters()), "lr": cfg.lr * cfg.pretrained_lr,
+                       "weight_decay": 0.0})
+    return groups
+
+
+def set_trainable(model: DHPE, scope: str) -> int:
+    """Let only the backbone weights of ``scope`` (``TrainConfig.finetune``) train; returns their count.
+    Frozen weights get no gradient (``requires_grad=False``), so AdamW leaves them untouched."""
+    backbone = model.evidence.backbone
+    keep = {id(p) for p in backbone.scope_parameters(scope)}
+    for p in backbone.parameters():
+        p.requires_grad_(id(p) in keep)
+    return sum(p.numel() for p in backbone.parameters() if id(p) in keep)
+
+
 def _distributed() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
@@ -354,162 +401,247 @@ FIELDS = ("step", "stage", "lr", "total", *L.TERMS, "shape_on", "augmented", "sk
           "images_per_s")
 
 
-def train(cfg: TrainConfig | None = None, mcfg: ModelConfig | None = None, resume: bool = False,
-          log=print) -> dict:
-    """Train DHPE; write ``cfg.out``/checkpoint.pt, metrics.csv, tb/ and (at the end) eval.json.
+@dataclasses.dataclass
+class Run:
+    """What one training run holds between steps (built by :func:`setup`)."""
 
-    Returns:
-        dict with step, skipped, checkpoint and metrics paths, seconds, and the final evaluation.
-    """
-    cfg = cfg or TrainConfig.from_profile()
+    cfg: TrainConfig
+    model: DHPE
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    buffer: AugmentBuffer  # Sec. 3.5 samples waiting to be mixed in
+    device: torch.device
+    rank: int
+    world: int
+    step: int = 0  # optimiser steps done (resumed runs start at the checkpoint's)
+    skipped: int = 0  # steps skipped for a non-finite loss or gradient
+    lap: torch.Tensor | None = None  # the mesh Laplacian of the shape term
+    net: nn.Module | None = None  # the model, or its DDP wrapper
+    net_stage: str | None = None  # the stage whose trainable weights ``net`` was set up for
+
+    @property
+    def ckpt_path(self) -> Path:
+        return Path(self.cfg.out) / "checkpoint.pt"
+
+    @property
+    def csv_path(self) -> Path:
+        return Path(self.cfg.out) / "metrics.csv"
+
+
+def setup(cfg: TrainConfig, mcfg: ModelConfig | None, resume: bool, log) -> Run:
+    """Model, optimiser (:func:`param_groups`), schedule and, with ``resume``, every state of the
+    checkpoint in ``cfg.out`` (its model config wins over ``mcfg``)."""
     rank, world = _distributed()
     prof = profile()
     device = prof.torch_device()
     if world > 1 and device.type == "cuda":  # one GPU per rank
         device = torch.device("cuda", rank % torch.cuda.device_count())
-    out = Path(cfg.out)
-    ckpt_path, csv_path = out / "checkpoint.pt", out / "metrics.csv"
+    ckpt_path = Path(cfg.out) / "checkpoint.pt"
     state = load_checkpoint(ckpt_path) if resume else None
     if state is not None:
         mcfg = ModelConfig.from_dict(state["model_config"])
     mcfg = mcfg or ModelConfig.from_profile(prof)
     seed_everything(cfg.seed)
     model = DHPE(mcfg).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
-    start, skipped = 0, 0
-    buffer = AugmentBuffer(cfg.augment.buffer_size)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    run = Run(cfg, model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg)),
+              AugmentBuffer(cfg.augment.buffer_size), device, rank, world)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        run.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
-        start, skipped = int(state["step"]), int(state["skipped"])
+        run.step, run.skipped = int(state["step"]), int(state["skipped"])
         if "augment_buffer" in state:
-            buffer.load_state_dict(state["augment_buffer"])
-            buffer.data = None if buffer.data is None else _to(buffer.data, device)
-        log(f"resumed from {ckpt_path} at step {start}")
-    net = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
-    stop = cfg.steps if cfg.stop_after is None else min(cfg.steps, start + cfg.stop_after)
-    data = build_data(cfg, mcfg)
-    aug_start = cfg.augment_start(len(data))
-    n_mix, n_seeds = cfg.augment.per_step(cfg.batch_size // world)
-    loader = torch.utils.data.DataLoader(
-        data, batch_sampler=StepSampler(len(data), cfg.batch_size, cfg.seed, start, stop, rank, world),
-        collate_fn=collate, num_workers=cfg.workers, persistent_workers=False,
-        pin_memory=device.type == "cuda")
-    lap = L.laplacian_matrix(model.hand_model.faces, model.hand_model.num_verts).to(device)
-    writer = None
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
+            run.buffer.load_state_dict(state["augment_buffer"])
+            run.buffer.data = None if run.buffer.data is None else _to(run.buffer.data, device)
+        log(f"resumed from {ckpt_path} at step {run.step}")
+    run.lap = L.laplacian_matrix(model.hand_model.faces, model.hand_model.num_verts).to(device)
+    return run
+
+
+def make_loader(run: Run, stop: int) -> torch.utils.data.DataLoader:
+    """The batches of steps ``run.step .. stop − 1``: each a function of (seed, step) (StepSampler)."""
+    cfg = run.cfg
+    data = build_data(cfg, run.model.cfg)
+    sampler = StepSampler(len(data), cfg.batch_size, cfg.seed, run.step, stop, run.rank, run.world)
+    return torch.utils.data.DataLoader(data, batch_sampler=sampler, collate_fn=collate,
+                                       num_workers=cfg.workers, persistent_workers=False,
+                                       pin_memory=run.device.type == "cuda")
+
+
+def enter_stage(run: Run, stage: str, log) -> None:
+    """Set the stage's trainable backbone weights (``TrainConfig.finetune``); under DDP, wrap anew."""
+    if stage == run.net_stage:
+        return
+    scope = run.cfg.finetune[stage == "joint"]
+    n = set_trainable(run.model, scope)
+    run.net = (nn.parallel.DistributedDataParallel(run.model, find_unused_parameters=True)
+               if run.world > 1 else run.model)
+    run.net_stage = stage
+    log(f"stage {stage} from step {run.step + 1}: {n} backbone weights train (finetune={scope!r})")
+
+
+def train_step(run: Run, batch: dict, stage: str, augment_from: int, log) -> dict:
+    """One optimisation step on ``batch`` (Eq. 7 in the stage's terms), Sec. 3.5's mixing included.
+
+    A step whose loss or gradient is not finite changes nothing (no update, BatchNorm statistics
+    restored) and is counted in ``run.skipped``. Returns the row to log (without step and timing).
+    """
+    cfg, model = run.cfg, run.model
+    batch = _to(batch, run.device)
+    n_mix, n_seeds = cfg.augment.per_step(cfg.batch_size // run.world)
+    augmenting = run.step >= augment_from and n_mix > 0
+    # Sec. 3.5: samples made from earlier steps' predictions replace the batch's last ones
+    popped = run.buffer.pop(n_mix) if augmenting else None
+    batch = mix_into(batch, popped)
+    n_real = len(batch["image"]) - (0 if popped is None else len(popped["image"]))
+    x = batch["image"]
+    # Eq. 2 only in the joint stage: before it nothing else trains the layers above the heat-map
+    # head's input, and F collapses to the constant that satisfies Eq. 2 trivially
+    nf = int(math.ceil(cfg.feature_fraction * len(x))) if cfg.weights.feature and stage == "joint" else 0
+    xm = mask_image(x[:nf], batch["mask"][:nf]) if nf else None
+    # BatchNorm's running statistics change in the forward pass: keep a copy so that a skipped
+    # step leaves no trace (a NaN batch would otherwise poison them)
+    bn_stats = [b for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                for b in (m.running_mean, m.running_var) if b is not None]
+    saved = [b.detach().clone() for b in bn_stats]
+    o = run.net(x, batch["K"], render=False, masked=xm, evidence_only=stage == "evidence")
+    terms, extra = compute_terms(model, o, batch, cfg.weights, stage, o.masked_features, run.lap)
+    total, logs = L.total_loss(terms, cfg.weights)
+    run.optimizer.zero_grad(set_to_none=True)
+    bad = L.nonfinite_terms(logs)
+    if not bad:
+        total.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        if not torch.isfinite(gnorm):
+            bad = ["gradient"]
+    if bad:  # never train on a non-finite loss or gradient
+        run.skipped += 1
+        run.optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for b, old in zip(bn_stats, saved):
+                b.copy_(old)
+        log(f"step {run.step + 1}: non-finite {', '.join(bad)}; skipped ({run.skipped} so far)")
+    else:
+        run.optimizer.step()
+    if augmenting and o.reg is not None:  # seeds: this batch's real samples, as predicted
+        rng = np.random.default_rng((cfg.seed, run.step, run.rank, 3_5))
+        k = min(n_seeds, n_real)
+        run.buffer.push(augment_seeds(model.hand_model, x[:k], batch["K"][:k], o.h[:k].detach(), rng,
+                                      cfg.augment))
+    run.scheduler.step()
+    run.step += 1
+    return {"stage": stage, "lr": run.optimizer.param_groups[0]["lr"], "skipped": run.skipped,
+            "augmented": len(x) - n_real, "bad": bool(bad), "images": len(x),
+            **{k: float(v) for k, v in logs.items()}, **extra}
+
+
+class MetricsLog:
+    """metrics.csv (one row every ``log_every`` steps) and TensorBoard scalars, rank 0 only.
+    On resume the rows logged after the checkpoint are dropped: those steps are done again."""
+
+    def __init__(self, run: Run, resume: bool):
+        self.path, self.every = run.csv_path, run.cfg.log_every
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         rows = []
-        if resume and csv_path.is_file():  # drop rows logged after the checkpoint (they are redone)
-            with open(csv_path, newline="") as fh:
-                rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= start]
-        with open(csv_path, "w", newline="") as fh:
+        if resume and self.path.is_file():
+            with open(self.path, newline="") as fh:
+                rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= run.step]
+        with open(self.path, "w", newline="") as fh:
             w = csv.DictWriter(fh, FIELDS)
             w.writeheader()
             w.writerows(rows)
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(str(out / "tb"), purge_step=start + 1)
-    try:
-        from tqdm.auto import tqdm
+        self.writer = SummaryWriter(str(self.path.parent / "tb"), purge_step=run.step + 1)
+        self.t0 = self.t_last = time.perf_counter()
+        self.images = 0
 
-        bar = tqdm(total=stop - start, initial=0, desc="train", disable=rank != 0 or not cfg.progress,
-                   mininterval=2.0)
-    except ImportError:  # pragma: no cover
-        bar = None
-    t0, t_log, n_img = time.perf_counter(), time.perf_counter(), 0
-    bn_stats = [b for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-                for b in (m.running_mean, m.running_var) if b is not None]
-    net.train()
-    step = start
-    for batch in loader:
-        stage = "evidence" if step < cfg.evidence_steps else "joint"
-        batch = _to(batch, device)
-        augmenting = step >= aug_start and n_mix > 0
-        # Sec. 3.5: samples made from earlier steps' predictions replace the batch's last ones
-        popped = buffer.pop(n_mix) if augmenting else None
-        batch = mix_into(batch, popped)
-        n_real = len(batch["image"]) - (0 if popped is None else len(popped["image"]))
-        x = batch["image"]
-        # Eq. 2 only in the joint stage: before it nothing else trains the layers above the heat-map
-        # head's input, and F collapses to the constant that satisfies Eq. 2 trivially
-        nf = int(math.ceil(cfg.feature_fraction * len(x))) if cfg.weights.feature and stage == "joint" else 0
-        xm = mask_image(x[:nf], batch["mask"][:nf]) if nf else None
-        # BatchNorm's running statistics change in the forward pass: keep a copy so that a skipped
-        # step leaves no trace (a NaN batch would otherwise poison them)
-        stats = [b.detach().clone() for b in bn_stats]
-        o = net(x, batch["K"], render=False, masked=xm, evidence_only=stage == "evidence")
-        terms, extra = compute_terms(model, o, batch, cfg.weights, stage, o.masked_features, lap)
-        total, logs = L.total_loss(terms, cfg.weights)
-        optimizer.zero_grad(set_to_none=True)
-        bad = L.nonfinite_terms(logs)
-        if not bad:
-            total.backward()
-            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            if not torch.isfinite(gnorm):
-                bad = ["gradient"]
-        if bad:  # never train on a non-finite loss or gradient
-            skipped += 1
-            optimizer.zero_grad(set_to_none=True)
-            with torch.no_grad():
-                for b, saved in zip(bn_stats, stats):
-                    b.copy_(saved)
-            log(f"step {step + 1}: non-finite {', '.join(bad)}; skipped ({skipped} so far)")
-        else:
-            optimizer.step()
-        if augmenting and o.reg is not None:  # seeds: this batch's real samples, as predicted
-            rng = np.random.default_rng((cfg.seed, step, rank, 3_5))
-            k = min(n_seeds, n_real)
-            buffer.push(augment_seeds(model.hand_model, x[:k], batch["K"][:k], o.h[:k].detach(), rng,
-                                      cfg.augment))
-        scheduler.step()
-        step += 1
-        n_img += len(x) * world
-        if bar is not None:
-            bar.update(1)
-        if rank == 0 and (step % cfg.log_every == 0 or step == stop or bad):
-            now = time.perf_counter()
-            row = {"step": step, "stage": stage, "lr": optimizer.param_groups[0]["lr"], "skipped": skipped,
-                   "seconds": round(now - t0, 3), "images_per_s": round(n_img / max(now - t_log, 1e-9), 2),
-                   "augmented": len(x) - n_real, **{k: float(v) for k, v in logs.items()}, **extra}
-            t_log, n_img = now, 0
-            with open(csv_path, "a", newline="") as fh:
-                csv.DictWriter(fh, FIELDS, extrasaction="ignore").writerow(row)
-            for k, v in row.items():
-                if isinstance(v, float) and k not in ("seconds",):
-                    writer.add_scalar(f"train/{k}", v, step)
-        if rank == 0 and (step % cfg.ckpt_every == 0 or step == stop):
-            save_checkpoint(ckpt_path, model, optimizer, scheduler, step, cfg, skipped, buffer)
-    if bar is not None:
-        bar.close()
-    result = {"step": step, "skipped": skipped, "checkpoint": str(ckpt_path), "metrics": str(csv_path),
-              "seconds": round(time.perf_counter() - t0, 1)}
-    if world > 1:
-        check = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().to(device)
-        gathered = [torch.zeros_like(check) for _ in range(world)]
-        dist.all_gather(gathered, check)
-        if not all(torch.equal(g, gathered[0]) for g in gathered):
-            raise RuntimeError("DDP ranks ended with different parameters")
+    def add(self, step: int, row: dict, force: bool = False) -> None:
+        """Count the step's images; write a row when ``step`` is due (or ``force``)."""
+        self.images += row["images"]
+        if not (step % self.every == 0 or force):
+            return
+        now = time.perf_counter()
+        row = {**row, "step": step, "seconds": round(now - self.t0, 3),
+               "images_per_s": round(self.images / max(now - self.t_last, 1e-9), 2)}
+        self.t_last, self.images = now, 0
+        with open(self.path, "a", newline="") as fh:
+            csv.DictWriter(fh, FIELDS, extrasaction="ignore").writerow(row)
+        for k, v in row.items():
+            if isinstance(v, float) and k != "seconds":
+                self.writer.add_scalar(f"train/{k}", v, step)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _check_ranks_in_sync(run: Run, log) -> None:
+    check = torch.stack([p.detach().double().sum() for p in run.model.parameters()]).sum().to(run.device)
+    gathered = [torch.zeros_like(check) for _ in range(run.world)]
+    dist.all_gather(gathered, check)
+    if not all(torch.equal(g, gathered[0]) for g in gathered):
+        raise RuntimeError("DDP ranks ended with different parameters")
+    log(f"rank {run.rank}: parameters identical on all {run.world} ranks")
+
+
+def final_eval(run: Run, log) -> dict:
+    """Score the held-out "val" split (``cfg.eval_samples`` crops, no jitter); write eval.json."""
+    from .evaluate import evaluate_model, write_report
+
+    cfg, out = run.cfg, Path(run.cfg.out)
+    data = build_data(cfg, run.model.cfg, "val", cfg.eval_samples, jitter=False)
+    ev = evaluate_model(run.model.eval(), data, batch_size=cfg.batch_size, device=run.device)
+    write_report(ev, out / "eval.json")
+    log(f"held-out val ({ev['num_samples']} samples): 3D AUC 20–50 mm {ev['auc_20_50']:.3f}, "
+        f"mean joint error {ev['mean_mm']:.1f} mm (root + bone scale aligned), "
+        f"2D error {ev['mean_px']:.2f} px; wrote {out / 'eval.json'}")
+    return ev
+
+
+def train(cfg: TrainConfig | None = None, mcfg: ModelConfig | None = None, resume: bool = False,
+          log=print) -> dict:
+    """Train DHPE; write ``cfg.out``/checkpoint.pt, metrics.csv, tb/ and (at the end) eval.json.
+
+    The loop, step by step: :func:`setup` (model, optimiser, resumed state), :func:`make_loader`
+    (the data), then per batch :func:`enter_stage` (the stage's trainable weights) and
+    :func:`train_step`, logging (:class:`MetricsLog`) and checkpointing; at the end :func:`final_eval`.
+
+    Returns:
+        dict with step, skipped, checkpoint and metrics paths, seconds, and the final evaluation.
+    """
+    cfg = cfg or TrainConfig.from_profile()
+    run = setup(cfg, mcfg, resume, log)
+    stop = cfg.steps if cfg.stop_after is None else min(cfg.steps, run.step + cfg.stop_after)
+    loader = make_loader(run, stop)
+    augment_from = cfg.augment_start(len(loader.dataset))
+    metrics = MetricsLog(run, resume) if run.rank == 0 else None
+    from .progress import bar
+
+    t0 = time.perf_counter()
+    run.model.train()
+    for batch in bar(loader, "train", total=stop - run.step, enabled=cfg.progress and run.rank == 0):
+        enter_stage(run, "evidence" if run.step < cfg.evidence_steps else "joint", log)
+        row = train_step(run, batch, run.net_stage, augment_from, log)
+        row["images"] *= run.world
+        if metrics is not None:
+            metrics.add(run.step, row, force=run.step == stop or row["bad"])
+            if run.step % cfg.ckpt_every == 0 or run.step == stop:
+                save_checkpoint(run.ckpt_path, run.model, run.optimizer, run.scheduler, run.step, cfg,
+                                run.skipped, run.buffer)
+    result = {"step": run.step, "skipped": run.skipped, "checkpoint": str(run.ckpt_path),
+              "metrics": str(run.csv_path), "seconds": round(time.perf_counter() - t0, 1)}
+    if run.world > 1:
+        _check_ranks_in_sync(run, log)
         result["ranks_in_sync"] = True
-        log(f"rank {rank}: parameters identical on all {world} ranks")
-    if rank == 0:
-        writer.close()
-        log(f"wrote {ckpt_path} (step {step}, {skipped} skipped steps)")
-        log(f"wrote {csv_path}")
-        if step == cfg.steps and cfg.eval_samples:
-            from .evaluate import evaluate_model, write_report
-
-            ev = evaluate_model(model.eval(), build_data(cfg, mcfg, "val", cfg.eval_samples, jitter=False),
-                                batch_size=cfg.batch_size, device=device)
-            result["eval"] = ev
-            write_report(ev, out / "eval.json")
-            log(f"held-out val ({ev['num_samples']} samples): 3D AUC 20–50 mm {ev['auc_20_50']:.3f}, "
-                f"mean joint error {ev['mean_mm']:.1f} mm (root + bone scale aligned), "
-                f"2D error {ev['mean_px']:.2f} px; wrote {out / 'eval.json'}")
-    if world > 1:
+    if metrics is not None:
+        metrics.close()
+        log(f"wrote {run.ckpt_path} (step {run.step}, {run.skipped} skipped steps)")
+        log(f"wrote {run.csv_path}")
+        if run.step == cfg.steps and cfg.eval_samples:
+            result["eval"] = final_eval(run, log)
+    if run.world > 1:
         dist.barrier()
         dist.destroy_process_group()
     return result

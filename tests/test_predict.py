@@ -1,4 +1,5 @@
 """predict.py and `python -m handlib predict`: file contract, camera consistency, --left, errors."""
+import dataclasses
 import json
 import math
 
@@ -277,3 +278,34 @@ def test_cli_fits_every_detected_hand(files, tmp_path, monkeypatch, capsys):
         assert np.linalg.norm(np.array(d["joints_2d"]) - det.kp2d, axis=1).mean() < 3.0
     assert (out / "overlay_all.png").is_file() and (out / "hand1" / "mesh.obj").is_file()
     assert "overlay_all.png (2 hands)" in capsys.readouterr().out
+
+
+def test_upright_network_gets_the_training_crop_and_answers_in_the_image_camera():
+    """A network trained on upright crops (ModelConfig.crop="upright"): predict cuts the crop that
+    crop_to_hand cut in training (same A, same K), and turns the answer back into the image's camera."""
+    from handlib.predict import _to_image
+
+    torch.manual_seed(0)
+    mcfg = dataclasses.replace(ModelConfig.from_profile(profile("ci")), crop="upright", crop_margin=1.8)
+    net = DHPE(mcfg).eval()
+    s = SyntheticHands(seed=3, num=1, image_size=128)[0]
+    if s["side"] == "left":  # compare with a right hand: no mirroring in between
+        s = SyntheticHands(seed=4, num=1, image_size=128)[0]
+    ref = crop_to_hand(s, mcfg.crop_config())
+    f = float(s["K"][0, 0])
+    pred = predict(net, s["image"], focal=f, principal=(s["K"][0, 2], s["K"][1, 2]), crop_keypoints=s["kp2d"])
+    np.testing.assert_allclose(pred.crop.affine, ref["affine"], atol=1e-4)
+    np.testing.assert_allclose(pred.crop.K, ref["K"], rtol=1e-5, atol=1e-3)
+    assert not np.allclose(pred.crop.rotation, np.eye(3))  # the hand was turned
+    x = normalize_image(torch.as_tensor(pred.crop.image)[None])
+    with torch.no_grad():
+        out = net(x, torch.as_tensor(pred.crop.K, dtype=torch.float32)[None], render=False)
+    in_crop = out.joints[0].double().numpy()
+    np.testing.assert_allclose(pred.joints @ pred.crop.rotation.T, in_crop, atol=1e-5)  # X_crop = R₃ X
+    np.testing.assert_allclose(pred.j2d, project_np(pred.joints, pred.K), atol=1e-3)
+    back = _to_image(project_np(in_crop, pred.crop.K), pred.crop.affine)  # crop pixels → image pixels
+    np.testing.assert_allclose(pred.j2d, back, atol=1e-2)
+    # h turns with the camera: the hand model of the returned h gives the returned joints
+    h = torch.as_tensor(pred.h, dtype=torch.float32)[None]
+    joints_h = HandModel("right").from_h(h).joints[0].numpy()
+    np.testing.assert_allclose(joints_h, pred.joints, atol=1e-5)

@@ -145,3 +145,23 @@ def test_rendering_only_switched_on_samples_gives_the_same_silhouette_loss():
     g_full = torch.autograd.grad(t_full["silhouette"], full.reg.code[-1])[0]
     g_part = torch.autograd.grad(t_part["silhouette"], part.reg.code[-1])[0]
     assert torch.allclose(g_full, g_part, rtol=1e-4, atol=1e-8) and g_part[1].abs().sum() == 0
+
+
+def test_export_keeps_weights_only_and_half_precision_loads_into_float32(tmp_path):
+    import json
+
+    train(_cfg(tmp_path / "run", steps=2), _mcfg(), log=lambda *a: None)
+    src = tmp_path / "run" / "checkpoint.pt"
+    full = T.export_checkpoint(src, tmp_path / "full.pt", command="test")
+    half = T.export_checkpoint(src, tmp_path / "half.pt", half=True, command="test")
+    info = json.loads((tmp_path / "half.json").read_text())
+    assert info["weights_dtype"] == "float16" and info["command"] == "test" and info["step"] == 2
+    assert half.stat().st_size < 0.6 * full.stat().st_size < 0.6 * src.stat().st_size
+    assert "optimizer" not in load_checkpoint(full)
+    a, b = load_model(full), load_model(half)
+    assert all(p.dtype == torch.float32 for p in b.parameters())
+    x = torch.rand(2, 3, 64, 64)
+    K = torch.tensor([[80.0, 0, 31.5], [0, 80.0, 31.5], [0, 0, 1]]).expand(2, 3, 3)
+    with torch.no_grad():
+        ja, jb = a(x, K, render=False).joints, b(x, K, render=False).joints
+    assert 0 < (ja - jb).abs().max() < 1e-3  # float16 rounding of the weights: ≤ 1 mm here

@@ -59,6 +59,38 @@ def test_plain_crop_follows_eq8():
     np.testing.assert_allclose(c["affine"][:2, :2], np.eye(2) * c["affine"][0, 0], atol=1e-6)
 
 
+def test_upright_crop_turns_wrist_to_middle_mcp_up_and_centres_the_turned_box():
+    for seed in range(10):
+        s = _sample(seed)
+        c = crop_to_hand(s, CropConfig(size=96, orient="upright", margin=2.0))
+        assert _reproj_error(c) < 1e-4
+        d = c["kp2d"][MIDDLE_MCP] - c["kp2d"][0]
+        assert d[1] < 0 and abs(d[0]) < 1e-3 * np.linalg.norm(d)  # straight up (image y points down)
+        lo, hi = c["kp2d"].min(0), c["kp2d"].max(0)
+        np.testing.assert_allclose(0.5 * (lo + hi), [47.5, 47.5], atol=1e-3)  # the box is centred
+        assert (hi - lo).max() == pytest.approx(96 / 2.0, rel=1e-5)  # side = margin × the turned box
+        # a roll of the camera: depths and bone lengths are kept
+        np.testing.assert_allclose(c["kp3d"][:, 2], s["kp3d"][:, 2], atol=1e-6)
+        np.testing.assert_allclose(np.linalg.norm(c["kp3d"] - c["kp3d"][0], axis=1),
+                                   np.linalg.norm(s["kp3d"] - s["kp3d"][0], axis=1), atol=1e-6)
+    # rotation jitter is around upright: the wrist → middle MCP axis stays within ±r of straight up
+    rng = np.random.default_rng(1)
+    for seed in range(10):
+        c = crop_to_hand(_sample(seed), CropConfig(size=96, orient="upright", rotation=20.0), rng)
+        d = c["kp2d"][MIDDLE_MCP] - c["kp2d"][0]
+        assert abs(np.degrees(np.arctan2(d[0], -d[1]))) <= 20.0 + 1e-3
+
+
+def test_upright_crop_falls_back_to_the_box_without_a_wrist_and_rejects_unknown_orients():
+    s = _sample(2)
+    s["valid"] = s["valid"].copy()
+    s["valid"][0] = False
+    up, box = crop_to_hand(s, CropConfig(size=64, orient="upright")), crop_to_hand(s, CropConfig(size=64))
+    np.testing.assert_array_equal(up["image"], box["image"])
+    with pytest.raises(ValueError, match="orient"):
+        CropConfig(orient="sideways")
+
+
 def test_pixel_centres_are_integers():
     """At scale 1 an integer shift moves a lit pixel exactly to its transformed keypoint."""
     img = np.zeros((60, 80, 3), np.uint8)

@@ -29,6 +29,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from ..skeleton import BOX_MARGIN, MIDDLE_MCP
+from ..skeleton import ROOT as WRIST
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +49,24 @@ class CropConfig:
     # Without an explicit rng, seed=None draws fresh randomness; an int makes the jitter a fixed
     # function of (seed, sample index): repeatable, but the same every epoch (for evaluation).
     seed: int | None = None
+    # "box" (Eq. 8, the paper's): axis-aligned, centred on the middle MCP. "upright" (ours, MediaPipe's
+    # convention): first turned so that wrist → middle MCP points straight up, then centred on the
+    # keypoints' box in that turned frame; ``rotation`` jitters around upright. Needs a valid wrist
+    # and middle MCP (else the crop falls back to "box").
+    orient: str = "box"
+
+    def __post_init__(self):
+        if self.orient not in ORIENTS:
+            raise ValueError(f"CropConfig.orient: expected one of {ORIENTS}, got {self.orient!r}")
+
+
+ORIENTS = ("box", "upright")
+
+
+def upright_angle(uv: np.ndarray) -> float:
+    """Degrees θ such that R(θ) turns wrist → middle MCP of ``uv`` (21, 2) to point up (−y)."""
+    d = uv[MIDDLE_MCP] - uv[WRIST]
+    return float(-90.0 - np.degrees(np.arctan2(d[1], d[0])))
 
 
 def _rotation2(deg: float) -> np.ndarray:
@@ -108,14 +127,22 @@ def crop_to_hand(sample: dict, cfg: CropConfig = CropConfig(),
     K_sq = np.array([[f, 0.0, K[0, 2]], [0.0, f, K[1, 2]], [0.0, 0.0, 1.0]])
     N = K_sq @ np.linalg.inv(K)  # square pixels; identity when fx == fy and no skew
     uv = _apply(N, np.asarray(sample["kp2d"], np.float64))
-    lo, hi = uv[valid].min(0), uv[valid].max(0)
+    base, centre = 0.0, None
+    if cfg.orient == "upright" and valid[WRIST] and valid[MIDDLE_MCP]:
+        base = upright_angle(uv)
+        R0 = _rotation2(base)
+        turned = uv[valid] @ R0.T  # the keypoints in the upright frame
+        lo, hi = turned.min(0), turned.max(0)
+        centre = R0.T @ (0.5 * (lo + hi))  # the turned box's centre, back in source pixels
+    else:
+        lo, hi = uv[valid].min(0), uv[valid].max(0)
+        centre = uv[MIDDLE_MCP] if valid[MIDDLE_MCP] else 0.5 * (lo + hi)
     side = cfg.margin * max(float((hi - lo).max()), cfg.min_box)  # Eq. 8 box × 1.5
-    centre = uv[MIDDLE_MCP] if valid[MIDDLE_MCP] else 0.5 * (lo + hi)
     if cfg.scale_jitter:
         side *= rng.uniform(1 - cfg.scale_jitter, 1 + cfg.scale_jitter)
     if cfg.shift_jitter:
         centre = centre + rng.uniform(-cfg.shift_jitter, cfg.shift_jitter, size=2) * side
-    angle = rng.uniform(-cfg.rotation, cfg.rotation) if cfg.rotation else 0.0
+    angle = base + (rng.uniform(-cfg.rotation, cfg.rotation) if cfg.rotation else 0.0)
     S = int(cfg.size)
     sigma, R = S / side, _rotation2(angle)
     A = np.eye(3)
