@@ -313,7 +313,7 @@ def run_demo(out="runs/demo", cfg: DemoConfig | None = None, progress: bool = Tr
 
     from . import report
     from .config import profile
-    from .data import CropConfig, CropTransform, SyntheticFolder
+    from .data import CropTransform, SyntheticFolder
     from .data.synthetic import SyntheticConfig, write_split
     from .evaluate import evaluate_model, write_report
     from .progress import stage
@@ -337,9 +337,10 @@ def run_demo(out="runs/demo", cfg: DemoConfig | None = None, progress: bool = Tr
     S = model.cfg.image_size
     summary.update(checkpoint=str(ckpt), checkpoint_source=source)
     with stage(f"[3/5] test set ({cfg.data_num} synthetic samples)") as t:  # now that the crop size is known
-        write_split(out / "data", cfg.seed, cfg.data_num, "test", SyntheticConfig(image_size=2 * S),
+        render = prof.synthetic_size if S == prof.image_size else 2 * S  # the renders training cropped
+        write_split(out / "data", cfg.seed, cfg.data_num, "test", SyntheticConfig(image_size=render),
                     progress=False, log=lambda *a: None)
-        test = SyntheticFolder(out / "data", "test", transform=CropTransform(CropConfig(size=S)))
+        test = SyntheticFolder(out / "data", "test", transform=CropTransform(model.cfg.crop_config()))
     stages["test_set"] = t["seconds"]
     n = min(cfg.eval_num, len(test))
     with stage(f"[4/5] scores ({n} crops, network" + (f" and Eq. 13, {steps} steps)" if steps else ")")) as t:

@@ -9,8 +9,11 @@ supplies, and what we assume when they do not:
   around the hand (what an image viewer or a detector gives). Default: the image's **central
   square** (side = the shorter image side), i.e. we assume the hand fills the middle of the picture.
   The crop follows the training crops (``data.transforms.crop_to_hand``, Eq. 8): a square of side
-  ``skeleton.BOX_MARGIN`` (1.5) × the box's larger side, centred on the box's centre, resized to
-  the network's crop side S;
+  ``ModelConfig.crop_margin`` (1.5, Eq. 8's margin) × the box's larger side, centred on the box's
+  centre, resized to the network's crop side S. A network trained on **upright** crops
+  (``ModelConfig.crop == "upright"``, MediaPipe's convention) gets :func:`crop_upright` instead when
+  21 keypoints are at hand (a detector's: ``keypoints`` / ``crop_keypoints``): turned so that wrist →
+  middle MCP points up, side ``crop_margin`` × the turned keypoint box;
 * **the focal length** f in pixels, if known (square pixels, principal point at the image centre).
   Default (our assumption): f = 1.2 × the larger image side, a field of view of 2·atan(1/2.4) ≈ 45°
   across that side, typical of phone cameras. The network places the hand at a depth proportional
@@ -24,13 +27,14 @@ supplies, and what we assume when they do not:
   the shipped ``handlib/assets/dhpe_cpu.pt`` (a ``cpu``-profile run; provenance in its ``.json``);
   make your own with ``python -m handlib train --out runs/cpu`` (writes ``runs/cpu/checkpoint.pt``).
 
-The crop is an affine image warp W = A with A = [[σ, 0, tx], [0, σ, ty], [0, 0, 1]] (no rotation),
-so the crop camera is K_crop = A · K and a 3D point is *the same point* in both cameras:
-``project(X, K) = A⁻¹ project(X, K_crop)``. The returned 3D keypoints are therefore in the
-original image's camera (metres, x right, y down, z forward) and project with K onto the returned
-2D keypoints in original pixels. When the crop shrinks the image (σ < 1) the image is first
-area-averaged to scale σ (``cv2.INTER_AREA``), so a large photo is not aliased; the composite map
-is still exactly A.
+The crop is an affine image warp A = [[σR, t], [0, 1]] (R = I for a box crop), so the crop camera
+is K_crop = A · K · R₃ᵀ with R₃ = diag(R, 1) — the crop's roll about the optical axis — and a point X
+of the image's camera is R₃X in the crop's: ``project(R₃X, K_crop) = A project(X, K)``. The network
+answers in the crop's camera; :func:`predict` rolls the mesh, the joints and h back (X = R₃ᵀX_crop),
+so the returned 3D keypoints are in the original image's camera (metres, x right, y down, z
+forward) and project with K onto the returned 2D keypoints in original pixels. When the crop
+shrinks the image (σ < 1) the image is first area-averaged to scale σ (``cv2.INTER_AREA``), so a
+large photo is not aliased; the composite map is still exactly A.
 
 Outputs of :func:`save_prediction`: ``mesh.obj`` and ``mesh.ply`` (camera space, metres),
 ``joints.json`` (keypoints, h, box, focal, K, checkpoint, refinement) and ``overlay.png``.
