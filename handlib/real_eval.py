@@ -42,7 +42,7 @@ from .progress import bar, echo
 
 __all__ = ["RealEvalConfig", "match_detections", "score_frame", "evaluate_real", "summarize", "real_table"]
 PATHS = {"fit": "MediaPipe + fit", "pretrained": "MediaPipe + Eq. 13", "mediapipe_2d": "MediaPipe keypoints",
-         "mediapipe_world": "MediaPipe world landmarks", "network": "handlib network alone (GT box)"}
+         "mediapipe_world": "MediaPipe world landmarks", "network": "handlib network alone (GT crop)"}
 
 
 @dataclasses.dataclass(frozen=True)

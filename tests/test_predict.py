@@ -215,7 +215,8 @@ def test_checkpoint_from_the_environment_or_a_clear_error(files, tmp_path, monke
 def test_shipped_checkpoint_is_small_documented_and_works():
     import hashlib
 
-    from handlib.data import CropConfig, SyntheticHands, crop_to_hand
+    from handlib.config import PROFILES
+    from handlib.data import SyntheticHands, crop_to_hand
     from handlib.data.batch import collate
     from handlib.train import SHIPPED_CHECKPOINT, load_checkpoint, load_model
 
@@ -228,8 +229,9 @@ def test_shipped_checkpoint_is_small_documented_and_works():
     assert "optimizer" not in state and state["meta"]["seed"] == info["seed"]
     model = load_model(SHIPPED_CHECKPOINT)
     S = model.cfg.image_size
-    ds = SyntheticHands(seed=0, num=8, image_size=2 * S, split="test")
-    batch = collate([crop_to_hand(s, CropConfig(size=S)) for s in ds.__getitems__(list(range(8)))])
+    render = PROFILES[info["profile"]].synthetic_size  # the crops it was trained on: renders, crop convention
+    ds = SyntheticHands(seed=0, num=8, image_size=render, split="test")
+    batch = collate([crop_to_hand(s, model.cfg.crop_config()) for s in ds.__getitems__(list(range(8)))])
     with torch.no_grad():
         out = model(batch["image"], batch["K"], render=False)
     err = (out.reg.j2d[-1] - batch["kp2d"]).norm(dim=-1)[batch["valid"]].mean()
