@@ -10,7 +10,8 @@ Commands grow with the project; today:
   ``torchrun --nproc_per_node N -m handlib train ...`` it trains with DDP.
 * ``eval``: score a checkpoint on held-out synthetic data or a real dataset (``handlib.evaluate``),
   with and without Eq. 13's test-time refinement; ``--json`` writes the scores.
-* ``ablate``: train and score the ablation variants of Fig. 5 (``handlib.ablate``).
+* ``ablate``: train and score the ablation variants of Fig. 5 (``handlib.ablate``), ``--seeds N``
+  per variant: mean ± std, a paired comparison with ``full`` and a verdict per claim.
 * ``predict``: one image → mesh.obj/.ply, joints.json, overlay.png under ``--out`` for the best
   hand, ``--out``/hand<i>/ for each further hand MediaPipe finds, overlay_all.png with them all;
   MediaPipe's evidence is fitted (``handlib.fit``), ``--refine-steps N`` runs Eq. 13 instead
