@@ -103,7 +103,7 @@ def test_decoders_reject_bad_shapes():
 def test_pick_stride_per_profile():
     assert [STRIDES[pick_stride(p.image_size, p.heatmap_size)] for p in PROFILES.values()] == [8, 8, 8]
     closest = [STRIDES[pick_stride(p.image_size, p.heatmap_size, min_stride=1)] for p in PROFILES.values()]
-    assert closest == [4, 4, 8]
+    assert closest == [4, 8, 8]  # ci 64/16; cpu 224/28 (its network reads landmarks, not maps); gpu 224/32
 
 
 def test_head_shapes_and_gradients_ci_profile():
