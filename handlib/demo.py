@@ -230,7 +230,9 @@ def _ablation_blocks(cfg: DemoConfig, profile_name: str, summary: dict) -> list[
     from .ablate import KEYS, load_ablation, plot_pck
 
     abl = load_ablation(abl_path)
-    acols = {"description": "variant", **{k: k for k in KEYS}}
+    acols = {"description": "variant", "auc_20_50": "auc_20_50", "auc_20_50_std": "± std over seeds",
+             "delta_auc": "ΔAUC vs full (paired)", "verdict": "verdict",
+             **{k: k for k in KEYS if k != "auc_20_50"}}  # ablate --seeds N; older files leave blanks
     summary["ablation"] = str(abl_path)
     return blocks + [f"<p class='note'>{abl_path} — profile {abl['profile']}, {abl['eval_set']}</p>",
                      report.table_html(list(abl["variants"].values()), acols),
