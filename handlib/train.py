@@ -83,7 +83,8 @@ class TrainConfig:
     # Which backbone weights each stage (evidence, joint) trains: "all", "top" (the last stage: ResNet
     # layer4; MediaPipe's stride-32 blocks and heads), "heads" (MediaPipe's heads) or "none"
     # (``scope_parameters`` of the backbones). The heat-map head and the regressor always train.
-    # Paper: everything trains (ours: "top" for MediaPipe on the cpu profile, 2.6× faster per step).
+    # Paper: everything trains (ours: "top" for MediaPipe on the cpu profile; "all" costs 1.3× the wall time
+    # per step of a real run, README "Training").
     finetune: tuple = ("all", "all")
     # Learning rate × this for a *pretrained* backbone's weights, which also get no weight decay
     # (AdamW's decay pulls them toward 0, not toward what they learnt). Ours: 1.0; in 150-step cpu
@@ -112,7 +113,7 @@ class TrainConfig:
         return self.evidence_steps + int(round(self.augment.warmup_epochs * num_samples / self.batch_size))
 
 
-# A pretrained backbone (MediaPipe's) trains its stride-32 blocks and heads only (2.6× faster per step
+# A pretrained backbone (MediaPipe's) trains its stride-32 blocks and heads only (1.3× faster per step
 # than all of it), and its landmark head, already trained, needs only a short evidence stage (ours).
 PRETRAINED_RECIPE = {"finetune": ("top", "top"), "evidence_fraction": 0.1}
 
