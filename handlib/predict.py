@@ -250,17 +250,14 @@ def crop_upright(image: np.ndarray, keypoints, size: int, K: np.ndarray, margin:
     """The upright crop of ``crop_to_hand(orient="upright")`` around 21 2D keypoints (image pixels):
     turned so that wrist → middle MCP points up, centred on the keypoints' box in that turned frame,
     side ``margin`` × its larger side. ``box`` of the result is the keypoints' axis-aligned box."""
-    from .data.transforms import _rotation2, upright_angle
+    from .data.transforms import turned_box, upright_angle
 
     kp = np.asarray(keypoints, np.float64)
     angle = upright_angle(kp)
-    R = _rotation2(angle)
-    turned = kp @ R.T
-    lo, hi = turned.min(0), turned.max(0)
+    centre, extent = turned_box(kp, angle)
     klo, khi = kp.min(0), kp.max(0)
     box = (float(klo[0]), float(klo[1]), float(max(khi[0] - klo[0], 1.0)), float(max(khi[1] - klo[1], 1.0)))
-    side = margin * max(float((hi - lo).max()), 1.0)
-    return _cut(image, R.T @ (0.5 * (lo + hi)), side, angle, size, K, box)
+    return _cut(image, centre, margin * max(extent, 1.0), angle, size, K, box)
 
 
 def _cut(image: np.ndarray, centre, side: float, angle: float, size: int, K: np.ndarray, box) -> Crop:
@@ -294,16 +291,11 @@ def _cut(image: np.ndarray, centre, side: float, angle: float, size: int, K: np.
 
 def _unroll(R3: np.ndarray, joints: np.ndarray, verts: np.ndarray, h: np.ndarray):
     """Crop camera → image camera: X = R₃ᵀ X_crop; h's quaternion and translation turn with it."""
-    from scipy.spatial.transform import Rotation
+    from .data.transforms import roll_h
 
     if np.array_equal(R3, np.eye(3)):
         return joints, verts, h
-    h = np.array(h, np.float64)
-    w, x, y, z = h[:4]
-    qx, qy, qz, qw = (Rotation.from_matrix(R3.T) * Rotation.from_quat([x, y, z, w])).as_quat()
-    h[:4] = [qw, qx, qy, qz]
-    h[60:63] = R3.T @ h[60:63]
-    return joints @ R3, verts @ R3, h
+    return joints @ R3, verts @ R3, roll_h(h, R3.T)
 
 
 def _mirror(size: int, **arrays) -> dict:

@@ -69,6 +69,27 @@ def upright_angle(uv: np.ndarray) -> float:
     return float(-90.0 - np.degrees(np.arctan2(d[1], d[0])))
 
 
+def turned_box(uv: np.ndarray, angle: float) -> tuple[np.ndarray, float]:
+    """The keypoints' tight box in the frame turned by ``angle`` degrees: its centre (2,), back in
+    source pixels, and its larger side."""
+    R = _rotation2(angle)
+    turned = uv @ R.T
+    lo, hi = turned.min(0), turned.max(0)
+    return R.T @ (0.5 * (lo + hi)), float((hi - lo).max())
+
+
+def roll_h(h: np.ndarray, R3: np.ndarray) -> np.ndarray:
+    """handlib's h = [q, θ, β, s, t] after a rotation R3 of the camera frame: M = s R(q)(LBS − wrist)
+    + t, so q ← R3 q and t ← R3 t (float64 copy)."""
+    h = np.array(h, np.float64)
+    w, x, y, z = h[:4]
+    q = Rotation.from_matrix(R3) * Rotation.from_quat([x, y, z, w])  # scipy: (x, y, z, w)
+    qx, qy, qz, qw = q.as_quat()
+    h[:4] = [qw, qx, qy, qz]
+    h[60:63] = R3 @ h[60:63]
+    return h
+
+
 def _rotation2(deg: float) -> np.ndarray:
     a = np.deg2rad(deg)
     return np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
@@ -127,17 +148,15 @@ def crop_to_hand(sample: dict, cfg: CropConfig = CropConfig(),
     K_sq = np.array([[f, 0.0, K[0, 2]], [0.0, f, K[1, 2]], [0.0, 0.0, 1.0]])
     N = K_sq @ np.linalg.inv(K)  # square pixels; identity when fx == fy and no skew
     uv = _apply(N, np.asarray(sample["kp2d"], np.float64))
-    base, centre = 0.0, None
+    base = 0.0
     if cfg.orient == "upright" and valid[WRIST] and valid[MIDDLE_MCP]:
         base = upright_angle(uv)
-        R0 = _rotation2(base)
-        turned = uv[valid] @ R0.T  # the keypoints in the upright frame
-        lo, hi = turned.min(0), turned.max(0)
-        centre = R0.T @ (0.5 * (lo + hi))  # the turned box's centre, back in source pixels
+        centre, extent = turned_box(uv[valid], base)  # the box in the upright frame
     else:
         lo, hi = uv[valid].min(0), uv[valid].max(0)
         centre = uv[MIDDLE_MCP] if valid[MIDDLE_MCP] else 0.5 * (lo + hi)
-    side = cfg.margin * max(float((hi - lo).max()), cfg.min_box)  # Eq. 8 box × 1.5
+        extent = float((hi - lo).max())
+    side = cfg.margin * max(extent, cfg.min_box)  # Eq. 8 box × 1.5
     if cfg.scale_jitter:
         side *= rng.uniform(1 - cfg.scale_jitter, 1 + cfg.scale_jitter)
     if cfg.shift_jitter:
@@ -177,14 +196,7 @@ def crop_to_hand(sample: dict, cfg: CropConfig = CropConfig(),
         pose[:3] = Rotation.from_matrix(R3 @ Rotation.from_rotvec(pose[:3]).as_matrix()).as_rotvec()
         out["pose"] = pose.astype(np.float32)
     if angle and sample.get("h") is not None:
-        # handlib's h = [q, θ, β, s, t]: M = s R(q)(LBS − wrist) + t, so q ← R3 q and t ← R3 t
-        h = np.array(sample["h"], np.float64)
-        w, x, y, z = h[:4]
-        q = Rotation.from_matrix(R3) * Rotation.from_quat([x, y, z, w])  # scipy: (x, y, z, w)
-        qx, qy, qz, qw = q.as_quat()
-        h[:4] = [qw, qx, qy, qz]
-        h[60:63] = R3 @ h[60:63]
-        out["h"] = h.astype(np.float32)
+        out["h"] = roll_h(sample["h"], R3).astype(np.float32)
     if sample.get("cam") is not None:  # weak-perspective root (u, v, scale): f' = σf
         cam = np.array(sample["cam"], np.float64)
         cam[:2] = _apply(W, cam[None, :2])[0]
