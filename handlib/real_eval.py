@@ -38,6 +38,7 @@ import torch
 from .data.mmpose_frames import RealFrame, read_frames
 from .evidence_pretrained import box_iou_xywh
 from .metrics import align_procrustes, align_root
+from .predict import tight_box
 from .progress import bar, echo
 
 __all__ = ["RealEvalConfig", "match_detections", "score_frame", "evaluate_real", "summarize", "real_table"]
@@ -53,15 +54,10 @@ class RealEvalConfig:
     match_iou: float = 0.3  # a detection matches the labelled hand above this box IoU
 
 
-def _tight_box(kp: np.ndarray) -> tuple:
-    lo, hi = kp.min(0), kp.max(0)
-    return (float(lo[0]), float(lo[1]), float(max(hi[0] - lo[0], 1.0)), float(max(hi[1] - lo[1], 1.0)))
-
-
 def _scores_2d(pred: np.ndarray, frame: RealFrame, fraction: float) -> dict:
     v = frame.valid
     err = np.linalg.norm(pred[v] - frame.kp2d[v], axis=1)
-    side = max(_tight_box(frame.kp2d[v])[2:])
+    side = max(tight_box(frame.kp2d[v])[2:])
     return {"err_2d_px": float(err.mean()), "pck_2d": float((err <= fraction * side).mean())}
 
 
@@ -83,7 +79,7 @@ def _camera(frame: RealFrame) -> dict:
 
 def match_detections(frames: list[RealFrame], dets: list, min_iou: float) -> list:
     """One detection (or None) per labelled hand of one photo: greedy by box IoU, one to one."""
-    boxes = [_tight_box(f.kp2d[f.valid]) for f in frames]
+    boxes = [tight_box(f.kp2d[f.valid]) for f in frames]
     pairs = sorted(((box_iou_xywh(d.box, b), i, j) for i, b in enumerate(boxes) for j, d in enumerate(dets)),
                    reverse=True)
     out, used = [None] * len(frames), set()
@@ -118,7 +114,7 @@ def score_frame(model, frame: RealFrame, det=None, cfg: RealEvalConfig = RealEva
     row = {"source": frame.source, "frame": frame.frame_id}
     # the ground truth's box, or for a network trained on upright crops the ground truth's upright crop
     turn_by = frame.kp2d if np.all(frame.valid) else None
-    net = predict(model, image, box=clip_box(_tight_box(frame.kp2d[frame.valid]), W, H), left=side == "left",
+    net = predict(model, image, box=clip_box(tight_box(frame.kp2d[frame.valid]), W, H), left=side == "left",
                   refine_steps=0, crop_keypoints=turn_by, **cam)
     row["network"] = {**_scores_2d(net.j2d, frame, cfg.pck_fraction), **_scores_3d(net.joints, frame)}
     if not detector_ran:

@@ -419,6 +419,7 @@ class Run:
     lap: torch.Tensor | None = None  # the mesh Laplacian of the shape term
     net: nn.Module | None = None  # the model, or its DDP wrapper
     net_stage: str | None = None  # the stage whose trainable weights ``net`` was set up for
+    bn_stats: list = dataclasses.field(default_factory=list)  # BatchNorm running statistics (train_step)
 
     @property
     def ckpt_path(self) -> Path:
@@ -458,6 +459,8 @@ def setup(cfg: TrainConfig, mcfg: ModelConfig | None, resume: bool, log) -> Run:
             run.buffer.data = None if run.buffer.data is None else _to(run.buffer.data, device)
         log(f"resumed from {ckpt_path} at step {run.step}")
     run.lap = L.laplacian_matrix(model.hand_model.faces, model.hand_model.num_verts).to(device)
+    run.bn_stats = [b for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                    for b in (m.running_mean, m.running_var) if b is not None]
     return run
 
 
@@ -504,9 +507,7 @@ def train_step(run: Run, batch: dict, stage: str, augment_from: int, log) -> dic
     xm = mask_image(x[:nf], batch["mask"][:nf]) if nf else None
     # BatchNorm's running statistics change in the forward pass: keep a copy so that a skipped
     # step leaves no trace (a NaN batch would otherwise poison them)
-    bn_stats = [b for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-                for b in (m.running_mean, m.running_var) if b is not None]
-    saved = [b.detach().clone() for b in bn_stats]
+    saved = [b.detach().clone() for b in run.bn_stats]
     o = run.net(x, batch["K"], render=False, masked=xm, evidence_only=stage == "evidence")
     terms, extra = compute_terms(model, o, batch, cfg.weights, stage, o.masked_features, run.lap)
     total, logs = L.total_loss(terms, cfg.weights)
@@ -521,7 +522,7 @@ def train_step(run: Run, batch: dict, stage: str, augment_from: int, log) -> dic
         run.skipped += 1
         run.optimizer.zero_grad(set_to_none=True)
         with torch.no_grad():
-            for b, old in zip(bn_stats, saved):
+            for b, old in zip(run.bn_stats, saved):
                 b.copy_(old)
         log(f"step {run.step + 1}: non-finite {', '.join(bad)}; skipped ({run.skipped} so far)")
     else:
