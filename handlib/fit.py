@@ -14,7 +14,14 @@ fixed step does not converge. Here the fit starts where the evidence is and solv
 3. **The full fit** (:func:`fit_hand`): Levenberg–Marquardt over (rotation, 45 pose, 10 shape,
    translation) on a robust (Cauchy, by iteratively reweighted least squares) 2D reprojection term,
    the world landmarks' root-relative shape (up to a rotation: the detector's 3D frame is not the
-   camera's), the model's PCA pose prior (a Mahalanobis distance) and a shape prior.
+   camera's), the model's PCA pose prior (a Mahalanobis distance), a shape prior and Eq. 13's
+   term (c), the Laplacian of the shaped rest mesh (:func:`laplacian_residual`).
+4. **Eq. 13's term (b), optional** (``FitConfig.feature`` > 0 and a ``feature`` function, e.g.
+   :func:`handlib.predict.feature_term`): a few more LM iterations with the feature consistency
+   ‖F(x ⊙ R(mesh)) − F(x)‖² of a DHPE network's frozen backbone on its crop added as one residual,
+   √(λ_F E_F), whose gradient is one backward pass (:func:`_feature_block`). A Jacobian of the C
+   feature entries would cost C backward (or 61 forward-mode) passes of the backbone; the square root
+   of a quadratic is linear along the gradient, so Gauss–Newton on it is exact in that direction.
 
 All residuals are in interpretable units (pixels, millimetres, standard deviations), weighted by
 :class:`FitConfig`, whose every default is our choice (the paper has no such fit).
@@ -31,7 +38,8 @@ from .camera import project
 from .hand_model import HandModel
 from .rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
-__all__ = ["FitConfig", "FitResult", "initial_fit", "solve_translation", "fit_hand", "kabsch"]
+__all__ = ["FitConfig", "FitResult", "initial_fit", "solve_translation", "fit_hand", "kabsch",
+           "laplacian_residual"]
 
 PALM = (0, 5, 9, 13, 17)  # wrist and the four finger MCPs (handlib order): a rigid-ish frame
 
@@ -48,6 +56,15 @@ class FitConfig:
     world_weight: float = 0.5  # per mm of root-relative shape difference to the world landmarks
     pose_prior: float = 0.3  # per standard deviation of the PCA pose prior (Mahalanobis)
     shape_prior: float = 1.0  # per unit of β (β is in standard deviations)
+    # Eq. 13 (c): per mm of the RMS Laplacian of the shaped rest mesh, L (v_template + B_S(β)) relative
+    # to L v_template (:func:`laplacian_residual`). OpenHand's roughest shape direction moves the
+    # Laplacian by 0.09 mm RMS per unit β, so at 10 that unit costs about what the shape prior's does
+    # (ours; Eq. 13's λ_L in the trainer's metre units would be ~1e-6 of the 2D term here).
+    laplacian: float = 10.0
+    # Eq. 13 (b): λ_F of the feature consistency E_F = mean_C (F(x ⊙ R) − F(x))² (the trainer's Eq. 2
+    # "mean" form) when fit_hand gets a ``feature`` function; 0 leaves step 4 out (ours).
+    feature: float = 0.0
+    feature_iterations: int = 8  # LM iterations of step 4 (each: one backbone forward + backward)
     tol: float = 1e-6  # stop when the relative cost decrease falls below this
     # The convention gap: MediaPipe's wrist keypoint lies distal of the datasets' wrist joint
     # centre, toward the middle MCP: +8.9, +14.0, +16.1, +4.6 mm on the four hands with 3D labels in
@@ -64,7 +81,10 @@ class FitResult:
 
     Attributes:
         verts (V, 3), joints (21, 3); j2d (21, 2) pixels; rotvec (3,), pose (45,) offset from the
-        model's mean pose, betas (10,), trans (3,) the wrist; iterations; seconds; cost per term.
+        model's mean pose, betas (10,), trans (3,) the wrist; iterations; seconds; costs: weighted
+        cost per term at the end; start: the hand after steps 1–2 (verts, joints, j2d, costs);
+        history: the costs at the start and after each accepted LM step (robust 2D weights as
+        they were then).
     """
 
     verts: np.ndarray
@@ -77,6 +97,8 @@ class FitResult:
     iterations: int
     seconds: float
     costs: dict
+    start: dict = dataclasses.field(default_factory=dict)
+    history: list = dataclasses.field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -126,6 +148,7 @@ class _Evidence:
     w2d_base: torch.Tensor  # (21,) the per-keypoint weights before the robust ones
     prior_C: torch.Tensor  # (45, 45) PCA components (rows)
     prior_std: torch.Tensor  # (45,)
+    lap: torch.Tensor  # (10, 10) term (c)'s square root: ‖lap β‖ = RMS Laplacian, mm
 
 
 def _residuals(model, x: torch.Tensor, ev: _Evidence, cfg: FitConfig,
@@ -142,7 +165,21 @@ def _residuals(model, x: torch.Tensor, ev: _Evidence, cfg: FitConfig,
         z = (x[:, _POSE] @ ev.prior_C.T) / ev.prior_std  # pose offset in prior standard deviations
         out["pose_prior"] = cfg.pose_prior * z
         out["shape_prior"] = cfg.shape_prior * x[:, _BETA]
+        if cfg.laplacian:
+            out["laplacian"] = cfg.laplacian * x[:, _BETA] @ ev.lap.T
     return out
+
+
+def laplacian_residual(hand_model: HandModel) -> torch.Tensor:
+    """(10, 10) A with ‖A β‖² = the mean over the V vertices of ‖L (B_S(β))‖², in mm² (Eq. 13 (c)).
+
+    :func:`handlib.refine.shape_laplacian_gram` gives G with β·G·β / V that mean in m²; A = √(Λ/V) Qᵀ
+    ·1000 from G's eigen-decomposition Q Λ Qᵀ, so A β is a residual vector for least squares.
+    """
+    from .refine import shape_laplacian_gram
+
+    lam, Q = torch.linalg.eigh(shape_laplacian_gram(hand_model).double())
+    return 1000.0 * (lam.clamp_min(0.0) / hand_model.num_verts).sqrt()[:, None] * Q.T
 
 
 def detector_keypoints(J: torch.Tensor, wrist_offset_mm: float) -> torch.Tensor:
@@ -162,23 +199,32 @@ def _stack(blocks: dict) -> torch.Tensor:
 # Levenberg–Marquardt
 # ----------------------------------------------------------------------------------------------
 def _lm(fn, x: np.ndarray, free: np.ndarray, iterations: int, tol: float,
-        update=None) -> tuple[np.ndarray, int]:
-    """min ‖fn(x)‖² over x[free]; ``update(x)`` may re-weight the residuals before each iteration.
+        update=None, extra=None, on_step=None) -> tuple[np.ndarray, int]:
+    """min ‖fn(x)‖² (+ ‖extra(x)‖²) over x[free]; ``update(x)`` may re-weight the residuals before
+    each iteration.
 
-    The small linear algebra runs in torch (single-threaded inside :func:`fit_hand`): numpy's
-    threaded BLAS costs more in synchronisation than a 61 × 61 solve does.
+    ``fn`` maps a batch (B, 61) to residuals (B, n) and is differentiated by forward differences;
+    ``extra(x, grad)`` is a block too costly for that: (m,) residuals at one x and, with ``grad``,
+    their (m, 61) Jacobian (by autograd). ``on_step(x)`` sees each accepted x. The small linear
+    algebra runs in torch (single-threaded inside :func:`fit_hand`): numpy's threaded BLAS costs more
+    in synchronisation than a 61 × 61 solve does.
     """
     lam, it = 1e-3, 0
     for it in range(1, iterations + 1):
         if update is not None:
             update(x)
         r, Jm = _jacobian(x, fn, free)
+        if extra is not None:
+            r_e, J_e = extra(x, True)
+            r, Jm = torch.cat([r, r_e]), torch.cat([Jm, J_e[:, free]])
         cost, A, g = float(r @ r), Jm.T @ Jm, Jm.T @ r
         while lam < 1e10:
             step = torch.linalg.solve(A + lam * torch.diag(torch.diag(A) + 1e-9), -g)
             x_new = x.copy()
             x_new[free] += step.numpy()
             r_new = fn(torch.as_tensor(x_new[None]))[0]
+            if extra is not None:
+                r_new = torch.cat([r_new, extra(x_new, False)[0]])
             new_cost = float(r_new @ r_new)
             if new_cost < cost:
                 break
@@ -186,6 +232,8 @@ def _lm(fn, x: np.ndarray, free: np.ndarray, iterations: int, tol: float,
         else:
             return x, it  # no damping lowers the cost: converged
         x, lam = x_new, max(lam / 3.0, 1e-9)
+        if on_step is not None:
+            on_step(x)
         if cost - new_cost < tol * cost:
             break
     return x, it
@@ -244,8 +292,8 @@ def solve_translation(joints_rel: np.ndarray, kp2d: np.ndarray, K: np.ndarray,
 
 
 def fit_hand(kp2d: np.ndarray, K: np.ndarray, world: np.ndarray, side: str = "right",
-             cfg: FitConfig = FitConfig(), arrays: dict | None = None) -> FitResult:
-    """Fit the hand model to 2D keypoints and world landmarks (steps 1–3 of the module docstring).
+             cfg: FitConfig = FitConfig(), arrays: dict | None = None, feature=None) -> FitResult:
+    """Fit the hand model to 2D keypoints and world landmarks (steps 1–4 of the module docstring).
 
     Args:
         kp2d: (21, 2) pixels, handlib order. K: (3, 3) intrinsics of the photo.
@@ -253,27 +301,27 @@ def fit_hand(kp2d: np.ndarray, K: np.ndarray, world: np.ndarray, side: str = "ri
         side: "right" or "left" (a left hand is fitted with the mirrored model, not mirrored in).
         arrays: the hand model's arrays for that side (with ``hands_std``, the PCA prior's standard
             deviations); default OpenHand's. The fit runs on its :func:`keypoint_model`.
+        feature: optional function (1, V, 3) float64 camera-frame vertices of the full model →
+            () E_F, differentiable (:func:`handlib.predict.feature_term`); with ``cfg.feature`` > 0,
+            step 4 adds √(λ_F E_F) for ``cfg.feature_iterations`` LM iterations.
     Returns:
         :class:`FitResult` in the camera frame.
     """
     t0, threads = time.perf_counter(), torch.get_num_threads()
     torch.set_num_threads(1)  # tiny batched ops: threads only add synchronisation
     try:
-        return _fit(kp2d, K, world, side, cfg, arrays, t0)
+        return _fit(kp2d, K, world, side, cfg, arrays, t0, feature)
     finally:
         torch.set_num_threads(threads)
 
 
-def _fit(kp2d, K, world, side, cfg, arrays, t0) -> FitResult:
+def _fit(kp2d, K, world, side, cfg, arrays, t0, feature) -> FitResult:
     full, model, std = _models(side, arrays)
-    ev = _evidence(model, kp2d, K, world, cfg, std)
+    ev = _evidence(model, kp2d, K, world, cfg, std, full)
+    x = _start(model, ev, cfg)  # steps 1 and 2
+    start = _state(full, model, x, ev, cfg)
     world_det = ev.world.clone()
-    # Step 1 fits the rotation into the detector's 3D frame, which MediaPipe aligns with the camera
-    # up to a small tilt: the start of step 3, which then fits the camera rotation to the 2D.
-    x = initial_fit(model, ev, cfg)
-    with torch.no_grad():
-        J = detector_keypoints(_posed(model, torch.as_tensor(x[None])), cfg.wrist_offset_mm)[0]
-    x[_TRANS] = solve_translation((J - J[:1]).numpy(), kp2d, K, ev.w2d.numpy())  # step 2
+    history = [start["costs"]]
 
     def update(x):  # robust 2D weights and the world landmarks' rotation, at the current x
         with torch.no_grad():
@@ -284,14 +332,60 @@ def _fit(kp2d, K, world, side, cfg, arrays, t0) -> FitResult:
         ev.world = world_det @ torch.as_tensor(kabsch(world_det.numpy(), rel).T)
 
     fn = lambda X: _stack(_residuals(model, X, ev, cfg))  # noqa: E731
-    x, iters = _lm(fn, x, np.arange(N_PARAMS), cfg.iterations, cfg.tol, update)
+    on_step = lambda x: history.append(_costs(model, x, ev, cfg, extra))  # noqa: E731
+    extra = None
+    x, iters = _lm(fn, x, np.arange(N_PARAMS), cfg.iterations, cfg.tol, update, on_step=on_step)  # step 3
+    if feature is not None and cfg.feature > 0:  # step 4: Eq. 13 (b) joins for a few iterations
+        extra = lambda x, grad: _feature_block(full, x, feature, cfg.feature, grad)  # noqa: E731
+        x, more = _lm(fn, x, np.arange(N_PARAMS), cfg.feature_iterations, cfg.tol, update, extra, on_step)
+        iters += more
+    end = _state(full, model, x, ev, cfg, extra)
+    return FitResult(verts=end["verts"], joints=end["joints"], j2d=end["j2d"], rotvec=x[_ROT], pose=x[_POSE],
+                     betas=x[_BETA], trans=x[_TRANS], iterations=iters, seconds=time.perf_counter() - t0,
+                     costs=end["costs"], start=start, history=history)
+
+
+def _start(model: HandModel, ev: _Evidence, cfg: FitConfig) -> np.ndarray:
+    """Steps 1 and 2: :func:`initial_fit` fits the rotation into the detector's 3D frame (MediaPipe
+    aligns it with the camera up to a small tilt, which step 3 then fits to the 2D), pose and shape;
+    :func:`solve_translation` places it."""
+    x = initial_fit(model, ev, cfg)
     with torch.no_grad():
-        X = torch.as_tensor(x[None])
-        J, V = _posed(full, X, verts=True)
-        costs = {k: float((v ** 2).sum()) for k, v in _residuals(model, X, ev, cfg).items()}
-    return FitResult(verts=V[0].numpy(), joints=J[0].numpy(), j2d=project(J, ev.K, MIN_DEPTH)[0].numpy(),
-                     rotvec=x[_ROT], pose=x[_POSE], betas=x[_BETA], trans=x[_TRANS], iterations=iters,
-                     seconds=time.perf_counter() - t0, costs=costs)
+        J = detector_keypoints(_posed(model, torch.as_tensor(x[None])), cfg.wrist_offset_mm)[0]
+    x[_TRANS] = solve_translation((J - J[:1]).numpy(), ev.kp2d.numpy(), ev.K.numpy(), ev.w2d.numpy())
+    return x
+
+
+def _costs(model: HandModel, x: np.ndarray, ev: _Evidence, cfg: FitConfig, extra=None) -> dict:
+    """Term name → its weighted squared residual sum at x (with step 4's "feature" when ``extra``)."""
+    with torch.no_grad():
+        blocks = _residuals(model, torch.as_tensor(x[None]), ev, cfg)
+    costs = {k: float((v ** 2).sum()) for k, v in blocks.items()}
+    if extra is not None:
+        costs["feature"] = float(extra(x, False)[0].square().sum())
+    return costs
+
+
+def _state(full: HandModel, model: HandModel, x: np.ndarray, ev: _Evidence, cfg: FitConfig,
+           extra=None) -> dict:
+    """The hand at x: verts, joints (camera frame), j2d (pixels), costs (:func:`_costs`), as numpy."""
+    with torch.no_grad():
+        J, V = _posed(full, torch.as_tensor(x[None]), verts=True)
+    return {"verts": V[0].numpy(), "joints": J[0].numpy(), "j2d": project(J, ev.K, MIN_DEPTH)[0].numpy(),
+            "costs": _costs(model, x, ev, cfg, extra)}
+
+
+def _feature_block(full: HandModel, x: np.ndarray, feature, weight: float, grad: bool):
+    """Step 4's residual √(λ_F E_F(x)) as a (1,) tensor and, with ``grad``, its (1, 61) Jacobian
+    (one backward pass through ``feature``); None in its place without."""
+    X = torch.as_tensor(x[None]).requires_grad_(grad)
+    with torch.set_grad_enabled(grad):
+        _, V = _posed(full, X, verts=True)
+        r = (weight * feature(V).double()).clamp_min(1e-18).sqrt().reshape(1)
+        if not grad:
+            return r.detach(), None
+        (g,) = torch.autograd.grad(r[0], X)
+    return r.detach(), g
 
 
 _MODELS: dict = {}
@@ -337,8 +431,9 @@ def keypoint_model(arrays: dict, side: str = "right") -> HandModel:
     return HandModel(side=side, arrays=small, tip_vertex_ids=np.arange(16, 21), dtype=torch.float64)
 
 
-def _evidence(model, kp2d, K, world, cfg: FitConfig, prior_std) -> _Evidence:
+def _evidence(model, kp2d, K, world, cfg: FitConfig, prior_std, full: HandModel) -> _Evidence:
     t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float64)  # noqa: E731
     w = t(np.ones(21) if cfg.keypoint_weights is None else cfg.keypoint_weights)
     return _Evidence(kp2d=t(kp2d), K=t(K), world=t(world) - t(world)[:1], w2d=w, w2d_base=w,
-                     prior_C=model.hands_components, prior_std=t(prior_std).clamp_min(1e-3))
+                     prior_C=model.hands_components, prior_std=t(prior_std).clamp_min(1e-3),
+                     lap=laplacian_residual(full))  # its Gram matrix is cached per model

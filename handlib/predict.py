@@ -57,7 +57,7 @@ from .data.common import read_image
 from .skeleton import BOX_MARGIN, FINGER_COLORS, FINGERS, KEYPOINT_NAMES, ROOT
 
 __all__ = ["CHECKPOINT_ENV", "FOCAL_FACTOR", "Crop", "Prediction", "parse_box", "default_box", "check_box",
-           "tight_box", "crop_upright",
+           "tight_box", "crop_upright", "network_view", "feature_term",
            "default_focal", "clip_box", "image_intrinsics", "crop_box", "resolve_checkpoint", "predict",
            "overlay_figure", "save_prediction"]
 
@@ -328,7 +328,7 @@ def _check_keypoints(kp, name: str) -> np.ndarray:
 
 def predict(model, image, box=None, focal: float | None = None, left: bool = False, refine_steps: int = 0,
             principal=None, keypoints=None, evidence: str = "network", refine_cfg=None,
-            world=None, crop_keypoints=None) -> Prediction:
+            world=None, crop_keypoints=None, fit_cfg=None) -> Prediction:
     """Estimate the hand mesh in one image (Eq. 1; with ``refine_steps`` > 0, then Eq. 13).
 
     Args:
@@ -354,6 +354,8 @@ def predict(model, image, box=None, focal: float | None = None, left: bool = Fal
             upright crops (``ModelConfig.crop == "upright"``, :func:`crop_upright`); default
             ``keypoints``. Without either such a network gets ``box``'s crop, unturned. A box-crop
             network ignores them.
+        fit_cfg: optional :class:`~handlib.fit.FitConfig` of that fit; with ``feature`` > 0 Eq. 13's
+            term (b) joins it through this network's backbone on its crop (:func:`feature_term`).
     Returns:
         :class:`Prediction` in the original image's camera.
     """
@@ -372,27 +374,17 @@ def predict(model, image, box=None, focal: float | None = None, left: bool = Fal
     focal = float(default_focal(W, H) if focal is None else focal)
     if not (math.isfinite(focal) and focal > 0):
         raise ValueError(f"focal: expected a positive number of pixels, got {focal}")
-    S, mcfg = model.cfg.image_size, model.cfg
+    S = model.cfg.image_size
     K_image = image_intrinsics(W, H, focal, principal)
     turn_by = crop_keypoints if crop_keypoints is not None else keypoints
-    if mcfg.crop == "upright" and turn_by is not None:
-        crop = crop_upright(image, _check_keypoints(turn_by, "crop_keypoints"), S, K_image, mcfg.crop_margin)
-    else:  # the box (an upright-trained network without keypoints gets it unturned)
-        crop = crop_box(image, box, S, K_image, mcfg.crop_margin)
-    net_image, net_K = crop.image, crop.K
+    crop, x, K = network_view(model, image, box, K_image, left, turn_by)
     target = None
     if keypoints is not None:
         keypoints = _check_keypoints(keypoints, "keypoints")
         target = keypoints @ crop.affine[:2, :2].T + crop.affine[:2, 2]  # image → crop pixels
-    if left:  # the network sees a right hand: mirror the crop and its camera
-        m = _mirror(S, image=crop.image, K=crop.K.astype(np.float32))
-        net_image, net_K = m["image"], m["K"].astype(np.float64)
-        if target is not None:
+        if left:  # the network sees a right hand: mirrored crop pixels
             target = _mirror(S, kp2d=target.astype(np.float32))["kp2d"].astype(np.float64)
-
-    device = next(model.parameters()).device
-    x = normalize_image(torch.as_tensor(np.ascontiguousarray(net_image))[None]).to(device)
-    K = torch.as_tensor(net_K, dtype=torch.float32, device=device)[None]
+    device = x.device
     was_training = model.training
     model.eval()
     try:
@@ -427,7 +419,7 @@ def predict(model, image, box=None, focal: float | None = None, left: bool = Fal
     K_img = crop.K_image
     joints, verts, h = _unroll(crop.rotation, joints, verts, h)  # the crop's camera → the image's
     if world is not None and keypoints is not None and not refine_steps:
-        verts, joints, h, sil, losses = _fit_detection(model, keypoints, world, K_img, crop, left)
+        verts, joints, h, sil, losses = _fit_detection(model, keypoints, world, K_img, crop, left, x, fit_cfg)
         evidence = evidence + "+fit"
     # the crop is a scale, a shift and a roll of the image: after the roll back (_unroll), the 3D
     # points are the same in both cameras
@@ -439,15 +431,63 @@ def predict(model, image, box=None, focal: float | None = None, left: bool = Fal
                       keypoints=keypoints, evidence=evidence if keypoints is not None else "network")
 
 
-def _fit_detection(model, keypoints, world, K_img: np.ndarray, crop: Crop, left: bool):
+def network_view(model, image: np.ndarray, box, K_image: np.ndarray, left: bool, turn_by=None):
+    """The crop a DHPE network sees, as :func:`predict` cuts it: an upright-trained network
+    (``ModelConfig.crop == "upright"``) gets :func:`crop_upright` around ``turn_by`` keypoints when
+    given, every other case :func:`crop_box` of ``box``; a left hand is mirrored (the network sees
+    right hands). Returns (:class:`Crop` as the image is oriented, x (1, 3, S, S) normalised network
+    input, K (1, 3, 3) float32 its intrinsics), on the model's device."""
+    S, mcfg = model.cfg.image_size, model.cfg
+    if mcfg.crop == "upright" and turn_by is not None:
+        crop = crop_upright(image, _check_keypoints(turn_by, "crop_keypoints"), S, K_image, mcfg.crop_margin)
+    else:  # the box (an upright-trained network without keypoints gets it unturned)
+        crop = crop_box(image, box, S, K_image, mcfg.crop_margin)
+    net_image, net_K = crop.image, crop.K
+    if left:  # mirror the crop and its camera
+        m = _mirror(S, image=crop.image, K=crop.K.astype(np.float32))
+        net_image, net_K = m["image"], m["K"].astype(np.float64)
+    device = next(model.parameters()).device
+    x = normalize_image(torch.as_tensor(np.ascontiguousarray(net_image))[None]).to(device)
+    return crop, x, torch.as_tensor(net_K, dtype=torch.float32, device=device)[None]
+
+
+def feature_term(model, crop: Crop, x: torch.Tensor, left: bool):
+    """Eq. 13's term (b) for :func:`handlib.fit.fit_hand`: E_F(verts) = mean_C (F(x ⊙ R) − F(x))²,
+    the trainer's Eq. 2 ("mean" reduction) with the network's frozen backbone F, where R is the soft
+    silhouette (``model.renderer``) of camera-frame vertices (1, V, 3) in ``crop``'s camera, mirrored
+    like ``x`` for a left hand. ``crop``, ``x`` as :func:`network_view` returns them. The model goes
+    to eval mode. Its weights get no gradient as the fit uses it: ``torch.autograd.grad`` toward the
+    fit's parameters runs only the backward nodes (and outputs) that lead to them."""
+    from .losses import feature_consistency_loss
+    from .model import mask_image
+
+    model.eval()
+    with torch.no_grad():
+        F_x = model.evidence.features(x)
+    R3 = torch.as_tensor(crop.rotation, dtype=torch.float32, device=x.device)
+    K = torch.as_tensor(crop.K, dtype=torch.float32, device=x.device)[None]
+
+    def energy(verts: torch.Tensor) -> torch.Tensor:
+        sil = model.renderer(verts.to(x.device, torch.float32) @ R3.T, K)  # (1, S, S), as the image is
+        if left:
+            sil = sil.flip(-1)  # the network's mirrored view: u' = S − 1 − u
+        return feature_consistency_loss(F_x, model.evidence.features(mask_image(x, sil)), "mean")
+
+    return energy
+
+
+def _fit_detection(model, keypoints, world, K_img: np.ndarray, crop: Crop, left: bool, x, fit_cfg=None):
     """The hand model fitted to a detector's keypoints and world landmarks (:mod:`handlib.fit`):
     verts, joints, h (of ``HandModel(side)`` in the image's camera), its silhouette in the crop, and
-    the fit's final costs with its iteration count."""
-    from .fit import fit_hand
+    the fit's final costs with its iteration count. ``x``: the network's input (:func:`network_view`)
+    for Eq. 13's term (b) when ``fit_cfg.feature`` > 0."""
+    from .fit import FitConfig, fit_hand
     from .rotations import axis_angle_to_quaternion
 
+    fit_cfg = fit_cfg or FitConfig()
+    feature = feature_term(model, crop, x, left) if fit_cfg.feature > 0 else None
     res = fit_hand(np.asarray(keypoints, np.float64), K_img, np.asarray(world, np.float64),
-                   "left" if left else "right")
+                   "left" if left else "right", fit_cfg, feature=feature)
     q = axis_angle_to_quaternion(torch.as_tensor(res.rotvec)[None])[0].numpy()
     h = np.concatenate([q, res.pose, res.betas, [1.0], res.trans])
     device = next(model.parameters()).device

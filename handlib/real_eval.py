@@ -37,6 +37,7 @@ import torch
 
 from .data.mmpose_frames import RealFrame, read_frames
 from .evidence_pretrained import box_iou_xywh
+from .fit import FitConfig
 from .metrics import align_procrustes, align_root
 from .predict import tight_box
 from .progress import bar, echo
@@ -52,6 +53,7 @@ class RealEvalConfig:
     refine_lr: float = 0.03  # its Adam step in code units: predict.KEYPOINT_FIT_LR
     pck_fraction: float = 0.2  # 2D PCK threshold: this × the longer side of the ground-truth box
     match_iou: float = 0.3  # a detection matches the labelled hand above this box IoU
+    fit: FitConfig = FitConfig()  # the fit row's; feature > 0 adds Eq. 13 (b) through the network
 
 
 def _scores_2d(pred: np.ndarray, frame: RealFrame, fraction: float) -> dict:
@@ -104,7 +106,7 @@ def score_frame(model, frame: RealFrame, det=None, cfg: RealEvalConfig = RealEva
     "fit", "pretrained", "mediapipe_2d", "mediapipe_world" score dicts.
     """
     from .fit import fit_hand
-    from .predict import clip_box, predict
+    from .predict import clip_box, feature_term, network_view, predict
     from .refine import RefineConfig
 
     image = frame.image()
@@ -124,7 +126,12 @@ def score_frame(model, frame: RealFrame, det=None, cfg: RealEvalConfig = RealEva
         return row
     row["side_correct"] = det.side == side
     if det.world is not None:  # the fit starts from the world landmarks (MediaPipe always gives them)
-        fitted = fit_hand(det.kp2d, _intrinsics(frame, W, H), det.world, det.side)
+        K_img, feature = _intrinsics(frame, W, H), None
+        if cfg.fit.feature > 0:  # Eq. 13 (b) through the network's backbone, on the detection's crop
+            crop, x, _ = network_view(model, image, clip_box(det.box, W, H), K_img, det.side == "left",
+                                      det.kp2d)
+            feature = feature_term(model, crop, x, det.side == "left")
+        fitted = fit_hand(det.kp2d, K_img, det.world, det.side, cfg.fit, feature=feature)
         row["fit"] = {"seconds": fitted.seconds, "iterations": fitted.iterations,
                       **_scores_2d(fitted.j2d, frame, cfg.pck_fraction), **_scores_3d(fitted.joints, frame)}
         row["mediapipe_world"] = _scores_3d(det.world, frame)  # root-relative; PA aligns the rest

@@ -81,3 +81,73 @@ def test_an_outlier_keypoint_does_not_drag_the_rest():
     others = np.delete(np.arange(21), 8)
     assert np.linalg.norm(res.j2d[others] - clean[others], axis=1).mean() < 1.5
     assert np.linalg.norm(res.j2d[8] - kp2d[8]) < 15.0  # the model, not the outlier, places the tip
+
+
+def test_laplacian_residual_is_the_trainers_laplacian_term_in_mm():
+    """‖A β‖² = the trainer's laplacian_loss of the shaped rest mesh (m² → mm²), for any β."""
+    from handlib.losses import laplacian_loss
+
+    full, _, _ = fit._models("right")
+    A = fit.laplacian_residual(full)
+    betas = torch.randn(3, 10, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    shaped = full.v_template + torch.einsum("vck,bk->bvc", full.shapedirs, betas)
+    for b in range(3):
+        ref = 1e6 * laplacian_loss(shaped[b:b + 1], full.faces, full.v_template)
+        assert float((A @ betas[b]).square().sum()) == pytest.approx(float(ref), rel=1e-9)
+
+
+def test_feature_block_gradient_matches_finite_differences():
+    """Step 4's one residual √(λ E) and its autograd Jacobian, against central differences (float64)."""
+    full, _, _ = fit._models("right")
+    _, _, J = _hand("right", 5)
+    rng = np.random.default_rng(5)
+    target = torch.as_tensor(rng.normal(scale=0.05, size=(full.num_verts, 3)) + [0.0, 0.0, 0.5])
+    energy = lambda V: (V[0] - target).square().mean()  # noqa: E731  (any smooth E ≥ 0 will do)
+    x = np.zeros(fit.N_PARAMS)
+    x[fit._POSE] = 0.1 * rng.normal(size=45)
+    x[fit._BETA], x[fit._TRANS] = rng.normal(size=10), [0.0, 0.0, 0.45]
+    r, g = fit._feature_block(full, x, energy, 7.0, True)
+    assert r.shape == (1,) and g.shape == (1, fit.N_PARAMS)
+    assert float(r[0]) ** 2 == pytest.approx(7.0 * float(energy(fit._posed(full, torch.as_tensor(x[None]),
+                                                                             verts=True)[1])), rel=1e-12)
+    h, fd = 1e-6, np.zeros(fit.N_PARAMS)
+    for i in range(fit.N_PARAMS):
+        e = np.zeros(fit.N_PARAMS)
+        e[i] = h
+        fd[i] = (float(fit._feature_block(full, x + e, energy, 7.0, False)[0][0])
+                 - float(fit._feature_block(full, x - e, energy, 7.0, False)[0][0])) / (2 * h)
+    np.testing.assert_allclose(g[0].numpy(), fd, rtol=1e-5, atol=1e-8)
+
+
+def test_step_4_lowers_the_feature_term_and_keeps_the_evidence():
+    """A feature function that prefers the hand 1 cm nearer: step 4 moves toward it (E falls) while
+    the 2D keypoints, which the move barely changes at this weight, stay on their evidence."""
+    kp2d, world, J = _hand("right", 0)
+    full, _, _ = fit._models("right")
+    plain = fit.fit_hand(kp2d, K, world)
+    goal = torch.as_tensor(plain.verts - [0.0, 0.0, 0.01])
+    energy = lambda V: (V[0] - goal).square().sum(-1).mean() * 1e4  # noqa: E731  (cm²)
+    cfg = fit.FitConfig(feature=50.0, feature_iterations=5)
+    res = fit.fit_hand(kp2d, K, world, cfg=cfg, feature=energy)
+    before = float(energy(torch.as_tensor(plain.verts)[None]))
+    after = float(energy(torch.as_tensor(res.verts)[None]))
+    assert res.costs["feature"] == pytest.approx(50.0 * after, rel=1e-6)
+    assert after < 0.8 * before, (before, after)
+    assert res.iterations > plain.iterations
+    assert np.linalg.norm(res.j2d - kp2d, axis=1).mean() < 2.0
+    off = fit.fit_hand(kp2d, K, world, cfg=fit.FitConfig(feature=0.0), feature=energy)  # λ_F = 0: no step 4
+    np.testing.assert_allclose(off.verts, plain.verts, atol=1e-12)
+
+
+def test_fit_reports_its_start_and_every_accepted_step():
+    """FitResult.start is the hand after steps 1–2, history the cost per term from there to the end."""
+    kp2d, world, _ = _hand("left", 6)
+    res = fit.fit_hand(kp2d, K, world, side="left")
+    assert set(res.start) == {"verts", "joints", "j2d", "costs"} and res.start["verts"].shape == res.verts.shape
+    assert res.history[0] == res.start["costs"] and 2 <= len(res.history) <= res.iterations + 1
+    assert res.history[-1] == pytest.approx(res.costs, rel=1e-9)
+    assert set(res.costs) == {"2d", "world", "pose_prior", "shape_prior", "laplacian"}
+    start_px = np.linalg.norm(res.start["j2d"] - kp2d, axis=1).mean()
+    end_px = np.linalg.norm(res.j2d - kp2d, axis=1).mean()
+    assert end_px < 0.5 * start_px, (start_px, end_px)  # LM improves on the closed-form start
+    assert sum(res.costs.values()) < sum(res.start["costs"].values())

@@ -311,3 +311,35 @@ def test_upright_network_gets_the_training_crop_and_answers_in_the_image_camera(
     h = torch.as_tensor(pred.h, dtype=torch.float32)[None]
     joints_h = HandModel("right").from_h(h).joints[0].numpy()
     np.testing.assert_allclose(joints_h, pred.joints, atol=1e-5)
+
+
+@pytest.mark.parametrize("left", [False, True])
+def test_feature_term_is_eq2_on_the_networks_view(left):
+    """feature_term(verts) = Eq. 2 (mean over C) of the network's own input x and x masked by the
+    mesh's silhouette drawn in x's camera — for a left hand, the mirrored crop and mirrored mesh."""
+    from handlib.losses import feature_consistency_loss
+    from handlib.model import mask_image
+    from handlib.predict import _mirror, feature_term, network_view
+
+    torch.manual_seed(0)
+    mcfg = dataclasses.replace(ModelConfig.from_profile(profile("ci")), crop="upright", crop_margin=1.8)
+    net = DHPE(mcfg).eval()
+    s = SyntheticHands(seed=3, num=1, image_size=128)[0]
+    K_img = s["K"].astype(np.float64)
+    crop, x, K_net = network_view(net, s["image"], (30, 30, 60, 60), K_img, left, s["kp2d"])
+    energy = feature_term(net, crop, x, left)
+    with torch.no_grad():  # the sample's mesh, in the image camera
+        verts = net.hand_model.from_h(torch.as_tensor(s["h"])[None]).verts.double()
+    v_crop = (verts @ torch.as_tensor(crop.rotation).T).float()
+    if left:  # the network's view: X' = −X with the mirrored K
+        v_crop = torch.as_tensor(_mirror(mcfg.image_size, verts=v_crop[0].numpy())["verts"])[None]
+    with torch.no_grad():
+        sil = net.renderer(v_crop, K_net)
+        ref = feature_consistency_loss(net.evidence.features(x), net.evidence.features(mask_image(x, sil)),
+                                       "mean")
+        got = energy(verts)
+    assert sil.max() > 0.5 and float(got) > 0
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-7)
+    verts.requires_grad_(True)
+    (g,) = torch.autograd.grad(energy(verts), verts)
+    assert torch.isfinite(g).all() and g.abs().max() > 0
