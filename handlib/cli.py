@@ -86,6 +86,17 @@ def whole_number(low: int):
     return whole
 
 
+def non_negative_number(text: str) -> float:
+    """argparse ``type=``: a finite number ≥ 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number ≥ 0")
+    return value
+
+
 def positive_number(what: str):
     """argparse ``type=``: a finite number > 0 (``what`` says which)."""
     def positive(text: str) -> float:
@@ -257,6 +268,7 @@ def _eval(args) -> int:
 
 
 def _eval_real(args) -> int:
+    from .fit import FitConfig
     from .progress import echo
     from .real_eval import RealEvalConfig, evaluate_real, real_table, write_json
 
@@ -274,8 +286,8 @@ def _eval_real(args) -> int:
             raise BadInput(f"--detector {args.detector}: {err} (or pass --no-pretrained)") from None
     try:
         with _reading(f"--root {args.root}", args.root):
-            res = evaluate_real(model, args.root, detector, RealEvalConfig(refine_steps=args.refine_steps),
-                                log=echo)
+            cfg = RealEvalConfig(refine_steps=args.refine_steps, fit=FitConfig(feature=args.fit_feature))
+            res = evaluate_real(model, args.root, detector, cfg, log=echo)
     finally:
         if detector is not None:
             detector.close()
@@ -528,6 +540,9 @@ def _add_eval_real(sub) -> None:
                    help="default: $HANDLIB_CHECKPOINT or the shipped one")
     r.add_argument("--refine-steps", type=whole_number(0), default=50,
                    help="Eq. 13 steps of the MediaPipe + Eq. 13 row (the fit row needs none)")
+    r.add_argument("--fit-feature", type=non_negative_number, default=0.0, metavar="LAMBDA",
+                   help="λ_F of Eq. 13's term (b) inside the fit row (FitConfig.feature; default 0: off); "
+                        "each hand's fit then also runs the network's backbone, ~1–5 s per hand")
     r.add_argument("--no-pretrained", action="store_true", help="score the network alone")
     _add_detector(r)
     r.add_argument("--json", type=file_to_write, default=None)

@@ -205,9 +205,9 @@ def _lm(fn, x: np.ndarray, free: np.ndarray, iterations: int, tol: float,
 
     ``fn`` maps a batch (B, 61) to residuals (B, n) and is differentiated by forward differences;
     ``extra(x, grad)`` is a block too costly for that: (m,) residuals at one x and, with ``grad``,
-    their (m, 61) Jacobian (by autograd). ``on_step(x)`` sees each accepted x. The small linear
-    algebra runs in torch (single-threaded inside :func:`fit_hand`): numpy's threaded BLAS costs more
-    in synchronisation than a 61 × 61 solve does.
+    their (m, 61) Jacobian (by autograd). ``on_step(r)`` sees the residuals of each accepted x. The
+    small linear algebra runs in torch (single-threaded inside :func:`fit_hand`): numpy's threaded
+    BLAS costs more in synchronisation than a 61 × 61 solve does.
     """
     lam, it = 1e-3, 0
     for it in range(1, iterations + 1):
@@ -233,7 +233,7 @@ def _lm(fn, x: np.ndarray, free: np.ndarray, iterations: int, tol: float,
             return x, it  # no damping lowers the cost: converged
         x, lam = x_new, max(lam / 3.0, 1e-9)
         if on_step is not None:
-            on_step(x)
+            on_step(r_new)
         if cost - new_cost < tol * cost:
             break
     return x, it
@@ -332,7 +332,12 @@ def _fit(kp2d, K, world, side, cfg, arrays, t0, feature) -> FitResult:
         ev.world = world_det @ torch.as_tensor(kabsch(world_det.numpy(), rel).T)
 
     fn = lambda X: _stack(_residuals(model, X, ev, cfg))  # noqa: E731
-    on_step = lambda x: history.append(_costs(model, x, ev, cfg, extra))  # noqa: E731
+    sizes = {k: v.shape[1] for k, v in _residuals(model, torch.as_tensor(x[None]), ev, cfg).items()}
+
+    def on_step(r):  # the accepted step's residuals (step 4's feature block last), split per term
+        parts = r.split(list(sizes.values()) + [len(r) - sum(sizes.values())])
+        history.append({k: float(v @ v) for k, v in zip([*sizes, "feature"], parts) if len(v)})
+
     extra = None
     x, iters = _lm(fn, x, np.arange(N_PARAMS), cfg.iterations, cfg.tol, update, on_step=on_step)  # step 3
     if feature is not None and cfg.feature > 0:  # step 4: Eq. 13 (b) joins for a few iterations

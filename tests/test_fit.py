@@ -145,7 +145,10 @@ def test_fit_reports_its_start_and_every_accepted_step():
     res = fit.fit_hand(kp2d, K, world, side="left")
     assert set(res.start) == {"verts", "joints", "j2d", "costs"} and res.start["verts"].shape == res.verts.shape
     assert res.history[0] == res.start["costs"] and 2 <= len(res.history) <= res.iterations + 1
-    assert res.history[-1] == pytest.approx(res.costs, rel=1e-9)
+    # the last accepted step is the end (its "2d" cost may predate one more robust re-weighting)
+    assert {k: v for k, v in res.history[-1].items() if k != "2d"} == pytest.approx(
+        {k: v for k, v in res.costs.items() if k != "2d"}, rel=1e-9)
+    assert res.history[-1]["2d"] == pytest.approx(res.costs["2d"], rel=0.05)
     assert set(res.costs) == {"2d", "world", "pose_prior", "shape_prior", "laplacian"}
     start_px = np.linalg.norm(res.start["j2d"] - kp2d, axis=1).mean()
     end_px = np.linalg.norm(res.j2d - kp2d, axis=1).mean()

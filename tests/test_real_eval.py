@@ -90,3 +90,20 @@ def test_cli_network_only_and_errors(setup, tmp_path, capsys):
     assert "handlib network alone" in capsys.readouterr().out
     assert cli.main(["eval-real", "--root", str(tmp_path / "empty"), "--no-pretrained"]) == 2
     assert "--root" in capsys.readouterr().err
+
+
+def test_fit_row_with_eq13_term_b(setup, capsys):
+    """RealEvalConfig.fit with λ_F > 0: the fit row runs step 4 through the network (more LM
+    iterations, the 2D evidence kept); --fit-feature rejects a negative weight, naming itself."""
+    from handlib.fit import FitConfig
+
+    root, samples = setup
+    model = load_model(SHIPPED_CHECKPOINT)
+    runs = {lam: evaluate_real(model, root / "rhd", PerfectDetector(samples[:2]),
+                               RealEvalConfig(refine_steps=0, fit=FitConfig(feature=lam, feature_iterations=3)),
+                               log=lambda *a: None)["frames"] for lam in (0.0, 3000.0)}
+    for plain, with_b in zip(runs[0.0], runs[3000.0]):
+        assert with_b["fit"]["iterations"] > plain["fit"]["iterations"]
+        assert with_b["fit"]["err_2d_px"] < plain["fit"]["err_2d_px"] + 1.0
+    assert cli.main(["eval-real", "--root", str(root), "--fit-feature", "-1"]) == 2
+    assert "--fit-feature" in capsys.readouterr().err
