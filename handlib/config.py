@@ -51,6 +51,13 @@ class Profile:
         """Side of the synthetic renders the crops are cut from (training and evaluation alike)."""
         return self.render_size or 2 * self.image_size
 
+    def render_size_for(self, crop_size: int) -> int:
+        """Side of the synthetic renders to cut crops of ``crop_size`` from, for a network that may
+        come from another profile: this profile's :attr:`synthetic_size` when its crops are that
+        size (what its training cut from), else 2 × ``crop_size`` (native resolution). The one
+        rule of ``eval``, ``ablate`` and ``demo``."""
+        return self.synthetic_size if crop_size == self.image_size else 2 * crop_size
+
     def torch_device(self) -> torch.device:
         return torch.device(self.device)
 

@@ -339,9 +339,8 @@ def run_demo(out="runs/demo", cfg: DemoConfig | None = None, progress: bool = Tr
     S = model.cfg.image_size
     summary.update(checkpoint=str(ckpt), checkpoint_source=source)
     with stage(f"[3/5] test set ({cfg.data_num} synthetic samples)") as t:  # now that the crop size is known
-        render = prof.synthetic_size if S == prof.image_size else 2 * S  # the renders training cropped
-        write_split(out / "data", cfg.seed, cfg.data_num, "test", SyntheticConfig(image_size=render),
-                    progress=False, log=lambda *a: None)
+        render = SyntheticConfig(image_size=prof.render_size_for(S))  # the renders training cropped
+        write_split(out / "data", cfg.seed, cfg.data_num, "test", render, progress=False, log=lambda *a: None)
         test = SyntheticFolder(out / "data", "test", transform=CropTransform(model.cfg.crop_config()))
     stages["test_set"] = t["seconds"]
     n = min(cfg.eval_num, len(test))

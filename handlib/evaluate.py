@@ -227,8 +227,9 @@ def dataset_for_eval(name: str, image_size: int, root=None, split: str | None = 
     Args:
         crop: the network's :class:`~handlib.data.CropConfig` (``ModelConfig.crop_config()``);
             default: Eq. 8's box crop of side ``image_size``.
-        render_size: side of the synthetic renders; default: the profile's (``Profile.synthetic_size``),
-            the size training crops were cut from.
+        render_size: side of the synthetic renders; default: ``profile().render_size_for(image_size)``
+            (the profile's render size for its own crop size, the size training crops were cut from;
+            2 × ``image_size`` for a network of another crop size).
     Returns:
         a Dataset of cropped samples (int indices), for :func:`evaluate_model`.
     """
@@ -237,8 +238,9 @@ def dataset_for_eval(name: str, image_size: int, root=None, split: str | None = 
 
     crop = CropTransform(crop or CropConfig(size=image_size))
     if name == "synthetic":
-        ds = SyntheticHands(seed=seed, num=num or 500, image_size=render_size or profile().synthetic_size,
-                            split=split or "val", transform=crop)
+        render = render_size or profile().render_size_for(image_size)
+        ds = SyntheticHands(seed=seed, num=num or 500, image_size=render, split=split or "val",
+                            transform=crop)
     elif name not in DATASETS:
         raise ValueError(f"dataset: expected one of {DATASETS}, got {name!r}")
     elif root is None:

@@ -143,7 +143,8 @@ def test_fit_reports_its_start_and_every_accepted_step():
     """FitResult.start is the hand after steps 1–2, history the cost per term from there to the end."""
     kp2d, world, _ = _hand("left", 6)
     res = fit.fit_hand(kp2d, K, world, side="left")
-    assert set(res.start) == {"verts", "joints", "j2d", "costs"} and res.start["verts"].shape == res.verts.shape
+    assert set(res.start) == {"verts", "joints", "j2d", "costs"}
+    assert res.start["verts"].shape == res.verts.shape
     assert res.history[0] == res.start["costs"] and 2 <= len(res.history) <= res.iterations + 1
     # the last accepted step is the end (its "2d" cost may predate one more robust re-weighting)
     assert {k: v for k, v in res.history[-1].items() if k != "2d"} == pytest.approx(

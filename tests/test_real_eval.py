@@ -99,8 +99,8 @@ def test_fit_row_with_eq13_term_b(setup, capsys):
 
     root, samples = setup
     model = load_model(SHIPPED_CHECKPOINT)
-    runs = {lam: evaluate_real(model, root / "rhd", PerfectDetector(samples[:2]),
-                               RealEvalConfig(refine_steps=0, fit=FitConfig(feature=lam, feature_iterations=3)),
+    cfg = lambda lam: RealEvalConfig(refine_steps=0, fit=FitConfig(feature=lam, feature_iterations=3))  # noqa: E731
+    runs = {lam: evaluate_real(model, root / "rhd", PerfectDetector(samples[:2]), cfg(lam),
                                log=lambda *a: None)["frames"] for lam in (0.0, 3000.0)}
     for plain, with_b in zip(runs[0.0], runs[3000.0]):
         assert with_b["fit"]["iterations"] > plain["fit"]["iterations"]
