@@ -32,7 +32,7 @@ from .skeleton import MIDDLE_MCP, ROOT
 __all__ = ["THRESHOLDS_3D_MM", "THRESHOLDS_2D_PX", "MODES", "keypoint_errors", "align_root",
            "align_scale", "similarity_transform", "align_procrustes", "align", "pck_curve", "auc",
            "mask_iou", "mask_scores", "fscore", "mesh_scores", "FSCORE_THRESHOLDS_M", "PoseEvaluator",
-           "evaluate_3d", "pck_auc"]
+           "evaluate_3d", "pck_auc", "align_rotation"]
 
 THRESHOLDS_3D_MM = tuple(float(t) for t in np.linspace(20.0, 50.0, 31))  # Sec. 4: 3D PCK AUC 20–50 mm
 THRESHOLDS_2D_PX = tuple(float(t) for t in np.linspace(0.0, 30.0, 31))  # 2D PCK 0–30 px
@@ -138,6 +138,28 @@ def align_scale(pred: torch.Tensor, gt: torch.Tensor, bone: tuple[int, int] = SC
     s = torch.where(pred_len > 0, gt_len / pred_len.clamp_min(torch.finfo(pred.dtype).tiny),
                     torch.ones_like(pred_len))
     return (pred - pred[:, root : root + 1]) * s[:, None, None] + gt[:, root : root + 1]
+
+
+def align_rotation(pred: torch.Tensor, gt: torch.Tensor, root: int = ROOT) -> torch.Tensor:
+    """Root-align ``pred`` and turn it about the root by the rotation that best fits ``gt`` (Kabsch,
+    det +1; no scale). Between :func:`align_root` and :func:`align_procrustes`: the error left is
+    what neither the global orientation nor (unlike Procrustes) the size explains.
+
+    Args:
+        pred, gt: (B, K, 3) keypoints; every keypoint takes part.
+    Returns:
+        (B, K, 3) ``R (pred − pred[root]) + gt[root]``.
+    """
+    B, K, _ = _check_points(pred, gt)
+    _check_index(root, "root", K)
+    x = (pred - pred[:, root : root + 1]).double()
+    y = (gt - gt[:, root : root + 1]).double()
+    U, _, Vh = torch.linalg.svd(y.transpose(1, 2) @ x)  # Σ y xᵀ
+    d = torch.sign(torch.linalg.det(U @ Vh))
+    sign = torch.ones(B, 3, dtype=torch.float64, device=pred.device)
+    sign[:, -1] = torch.where(d == 0, torch.ones_like(d), d)  # a rotation, never a reflection
+    R = U @ (sign[:, :, None] * Vh)
+    return (x @ R.transpose(1, 2)).to(pred.dtype) + gt[:, root : root + 1]
 
 
 def similarity_transform(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor | None = None

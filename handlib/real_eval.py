@@ -21,7 +21,9 @@ Detections are matched to labelled hands one to one, per photo: pairs in order o
 each above ``match_iou`` (two-hand InterHand photos: each hand gets its own detection or none). The
 MediaPipe rows are over matched hands. Scores: detection rate; 2D mean error (px) and 2D PCK at
 0.2 × the longer side of the ground truth's tight keypoint box; for hands with 3D joints (RHD,
-InterHand): root-relative MPJPE and Procrustes-aligned PA-MPJPE (mm) of the 21 keypoints. The
+InterHand): root-relative MPJPE and Procrustes-aligned PA-MPJPE (mm) of the 21 keypoints, and in the
+JSON rot_mpjpe (root-relative after the best rotation about the root: what is left when the global
+orientation is forgiven but not the size). The
 camera's focal length and principal point are used where the frame has them; FreiHAND's frames have
 none and get ``predict``'s default. With a dozen hands the numbers are anecdotes, not a benchmark.
 """
@@ -38,7 +40,7 @@ import torch
 from .data.mmpose_frames import RealFrame, read_frames
 from .evidence_pretrained import box_iou_xywh
 from .fit import FitConfig
-from .metrics import align_procrustes, align_root
+from .metrics import align_procrustes, align_root, align_rotation
 from .predict import tight_box
 from .progress import bar, echo
 
@@ -67,9 +69,10 @@ def _scores_3d(pred: np.ndarray, frame: RealFrame) -> dict:
     if frame.kp3d is None or not frame.valid.all():
         return {}
     p, g = torch.as_tensor(pred)[None], torch.as_tensor(frame.kp3d)[None]
-    root = (align_root(p, g) - g).norm(dim=-1).mean()
-    pa = (align_procrustes(p, g) - g).norm(dim=-1).mean()
-    return {"mpjpe_mm": 1000 * float(root), "pa_mpjpe_mm": 1000 * float(pa)}
+    err = lambda aligned: 1000 * float((aligned - g).norm(dim=-1).mean())  # noqa: E731  mm
+    # rot_mpjpe (JSON only): root-relative after the best rotation about the root, no scale
+    return {"mpjpe_mm": err(align_root(p, g)), "pa_mpjpe_mm": err(align_procrustes(p, g)),
+            "rot_mpjpe_mm": err(align_rotation(p, g))}
 
 
 def _camera(frame: RealFrame) -> dict:

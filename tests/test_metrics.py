@@ -502,3 +502,19 @@ def test_new_scores_name_the_argument():
         mask_scores(torch.zeros(2, 8, 8), torch.zeros(3, 8, 8))
     with pytest.raises(ValueError, match="pred"):
         mask_scores(torch.zeros(8, 8), torch.zeros(8, 8))
+
+
+def test_align_rotation_undoes_a_rotation_about_the_root_and_sits_between_root_and_procrustes():
+    from handlib.metrics import align_rotation
+
+    g = torch.Generator().manual_seed(0)
+    gt = torch.randn(4, 21, 3, generator=g, dtype=torch.float64)
+    R = torch.as_tensor(Rotation.random(4, random_state=1).as_matrix())
+    pred = (gt - gt[:, :1]) @ R.transpose(1, 2) + 5.0  # turned about the root and moved
+    torch.testing.assert_close(align_rotation(pred, gt), gt, rtol=0, atol=1e-10)
+    mirrored = pred * torch.tensor([-1.0, 1.0, 1.0], dtype=torch.float64)  # a reflection is not undone
+    assert (align_rotation(mirrored, gt) - gt).norm(dim=-1).mean() > 0.1
+    noisy = pred * 1.2 + 0.1 * torch.randn(4, 21, 3, generator=g, dtype=torch.float64)
+    sse = lambda a: (a - gt).square().sum((1, 2))  # noqa: E731
+    assert (sse(align_rotation(noisy, gt)) <= sse(align_root(noisy, gt)) + 1e-9).all()
+    assert (sse(align_procrustes(noisy, gt)) <= sse(align_rotation(noisy, gt)) + 1e-9).all()
