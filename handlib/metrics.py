@@ -154,12 +154,19 @@ def align_rotation(pred: torch.Tensor, gt: torch.Tensor, root: int = ROOT) -> to
     _check_index(root, "root", K)
     x = (pred - pred[:, root : root + 1]).double()
     y = (gt - gt[:, root : root + 1]).double()
-    U, _, Vh = torch.linalg.svd(y.transpose(1, 2) @ x)  # Σ y xᵀ
-    d = torch.sign(torch.linalg.det(U @ Vh))
-    sign = torch.ones(B, 3, dtype=torch.float64, device=pred.device)
-    sign[:, -1] = torch.where(d == 0, torch.ones_like(d), d)  # a rotation, never a reflection
-    R = U @ (sign[:, :, None] * Vh)
+    R, _, _ = _proper_rotation(y.transpose(1, 2) @ x)  # Σ y xᵀ
     return (x @ R.transpose(1, 2)).to(pred.dtype) + gt[:, root : root + 1]
+
+
+def _proper_rotation(cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The rotation R (det +1) maximising tr(Rᵀ cov) for (B, D, D) ``cov`` = Σ y xᵀ (Kabsch/Umeyama):
+    when a reflection would fit better the weakest singular direction is flipped. Returns R, the
+    singular values S (B, D) and the signs (B, D) applied to them."""
+    U, S, Vh = torch.linalg.svd(cov)
+    d = torch.sign(torch.linalg.det(U @ Vh))
+    sign = torch.ones(cov.shape[:2], dtype=cov.dtype, device=cov.device)
+    sign[:, -1] = torch.where(d == 0, torch.ones_like(d), d)  # flip the weakest direction
+    return U @ (sign[:, :, None] * Vh), S, sign
 
 
 def similarity_transform(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor | None = None
@@ -189,12 +196,7 @@ def similarity_transform(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tens
     mu_y = (w[..., None] * y).sum(1) / n[:, None]
     xc, yc = x - mu_x[:, None], y - mu_y[:, None]
     cov = torch.einsum("bk,bki,bkj->bij", w, yc, xc)  # (B, D, D) Σ (y - μy)(x - μx)ᵀ
-    U, S, Vh = torch.linalg.svd(cov)
-    d = torch.sign(torch.linalg.det(U @ Vh))
-    d = torch.where(d == 0, torch.ones_like(d), d)
-    sign = torch.ones(B, D, dtype=torch.float64, device=pred.device)
-    sign[:, -1] = d  # flip the weakest direction instead of reflecting
-    R = U @ (sign[:, :, None] * Vh)  # (B, D, D)
+    R, S, sign = _proper_rotation(cov)  # (B, D, D), no reflection
     var_x = (w * xc.pow(2).sum(-1)).sum(1)
     s = (S * sign).sum(-1) / var_x.clamp_min(torch.finfo(torch.float64).tiny)
     t = mu_y - s[:, None] * (R @ mu_x[..., None]).squeeze(-1)
