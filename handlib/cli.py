@@ -86,12 +86,17 @@ def whole_number(low: int):
     return whole
 
 
+def _finite(text: str) -> float:
+    """``float(text)``, NaN when it does not parse (the callers' bound checks then refuse it)."""
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
 def non_negative_number(text: str) -> float:
     """argparse ``type=``: a finite number ≥ 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
+    value = _finite(text)
     if not (math.isfinite(value) and value >= 0):
         raise argparse.ArgumentTypeError(f"{text!r}: expected a number ≥ 0")
     return value
@@ -100,10 +105,7 @@ def non_negative_number(text: str) -> float:
 def positive_number(what: str):
     """argparse ``type=``: a finite number > 0 (``what`` says which)."""
     def positive(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
+        value = _finite(text)
         if not (math.isfinite(value) and value > 0):
             raise argparse.ArgumentTypeError(f"{text!r}: expected a positive {what}")
         return value

@@ -23,7 +23,9 @@ MediaPipe rows are over matched hands. Scores: detection rate; 2D mean error (px
 0.2 × the longer side of the ground truth's tight keypoint box; for hands with 3D joints (RHD,
 InterHand): root-relative MPJPE and Procrustes-aligned PA-MPJPE (mm) of the 21 keypoints, and in the
 JSON rot_mpjpe (root-relative after the best rotation about the root: what is left when the global
-orientation is forgiven but not the size). The
+orientation is forgiven but not the size) and scale_mpjpe (root-relative, rescaled so the middle
+MCP→PIP bone has the ground truth's length: the synthetic ``eval``'s protocol, hand3d's, which
+forgives the absolute size but not the orientation). The
 camera's focal length and principal point are used where the frame has them; FreiHAND's frames have
 none and get ``predict``'s default. With a dozen hands the numbers are anecdotes, not a benchmark.
 """
@@ -40,7 +42,7 @@ import torch
 from .data.mmpose_frames import RealFrame, read_frames
 from .evidence_pretrained import box_iou_xywh
 from .fit import FitConfig
-from .metrics import align_procrustes, align_root, align_rotation
+from .metrics import align_procrustes, align_root, align_rotation, align_scale
 from .predict import tight_box
 from .progress import bar, echo
 
@@ -70,9 +72,10 @@ def _scores_3d(pred: np.ndarray, frame: RealFrame) -> dict:
         return {}
     p, g = torch.as_tensor(pred)[None], torch.as_tensor(frame.kp3d)[None]
     err = lambda aligned: 1000 * float((aligned - g).norm(dim=-1).mean())  # noqa: E731  mm
-    # rot_mpjpe (JSON only): root-relative after the best rotation about the root, no scale
+    # JSON only: rot_mpjpe forgives the orientation (not the size), scale_mpjpe the size (not the
+    # orientation) as the synthetic eval does
     return {"mpjpe_mm": err(align_root(p, g)), "pa_mpjpe_mm": err(align_procrustes(p, g)),
-            "rot_mpjpe_mm": err(align_rotation(p, g))}
+            "rot_mpjpe_mm": err(align_rotation(p, g)), "scale_mpjpe_mm": err(align_scale(p, g))}
 
 
 def _camera(frame: RealFrame) -> dict:

@@ -65,6 +65,25 @@ def test_both_paths_are_scored_per_source(setup):
     assert table.count("\n") >= 2 + 5 and "MediaPipe + fit" in table and "MediaPipe world landmarks" in table
 
 
+def test_3d_scores_forgive_what_they_say():
+    """mpjpe forgives nothing but the root; scale_mpjpe the size; rot_mpjpe the orientation."""
+    from scipy.spatial.transform import Rotation
+
+    from handlib.data.mmpose_frames import RealFrame
+    from handlib.real_eval import _scores_3d
+
+    g = np.random.default_rng(0).normal(size=(21, 3)) * 0.04 + [0.0, 0.0, 0.5]
+    frame = RealFrame(image_path="p.jpg", source="rhd", kp2d=np.zeros((21, 2)), valid=np.ones(21, bool),
+                      kp3d=g)
+    rel = g - g[0]
+    R = Rotation.from_rotvec([0.0, 0.3, 0.0]).as_matrix()
+    bigger = _scores_3d(1.3 * rel + g[0] + 0.1, frame)  # another size and root, same orientation
+    assert bigger["scale_mpjpe_mm"] < 1e-6 and bigger["pa_mpjpe_mm"] < 1e-6 and bigger["mpjpe_mm"] > 5
+    assert bigger["rot_mpjpe_mm"] > 5  # a rotation cannot undo a size
+    turned = _scores_3d(rel @ R.T + g[0], frame)  # same size, turned about the root
+    assert turned["rot_mpjpe_mm"] < 1e-6 and turned["scale_mpjpe_mm"] > 5 and turned["mpjpe_mm"] > 5
+
+
 def test_detections_are_matched_one_to_one():
     from handlib.data.mmpose_frames import RealFrame
     from handlib.real_eval import match_detections
