@@ -42,12 +42,15 @@ from pathlib import Path
 
 import numpy as np
 
+from .skeleton import keypoint_box
+
 __all__ = ["PretrainedConfig", "HandDetection", "PretrainedEvidence", "default_model_path",
-           "detections_from_result", "keypoint_box", "MODEL_ENV", "TASK_NAME", "build_task",
+           "detections_from_result", "MIN_BOX_SIDE", "MODEL_ENV", "TASK_NAME", "build_task",
            "task_is_valid", "fetch_model", "WHEEL_FILES", "WHEEL_SPEC"]
 
 MODEL_ENV = "HANDLIB_HAND_LANDMARKER"
 TASK_NAME = "hand_landmarker.task"
+MIN_BOX_SIDE = 8.0  # pixels: a detection's box is never thinner (a hand seen edge-on has a thin box)
 
 
 def default_model_path() -> Path:
@@ -89,13 +92,6 @@ class HandDetection:
     world: np.ndarray | None = None
 
 
-def keypoint_box(kp2d: np.ndarray, margin: float = 1.0, min_side: float = 8.0) -> tuple:
-    """(x, y, w, h) box around (N, 2) keypoints, each side scaled by ``margin`` about its centre."""
-    lo, hi = kp2d.min(0), kp2d.max(0)
-    c, half = (lo + hi) / 2.0, np.maximum((hi - lo) * margin, min_side) / 2.0
-    return (float(c[0] - half[0]), float(c[1] - half[1]), float(2 * half[0]), float(2 * half[1]))
-
-
 def box_iou_xywh(a, b) -> float:
     """Intersection over union of two (x, y, w, h) boxes, pixels (0 when they do not overlap)."""
     iw = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
@@ -133,7 +129,7 @@ def detections_from_result(result, width: int, height: int, cfg: PretrainedConfi
         world = None
         if i < len(world_all):
             world = np.array([[p.x, p.y, p.z] for p in world_all[i]], np.float64)
-        out.append(HandDetection(kp2d=kp, box=keypoint_box(kp, cfg.box_margin), side=label,
+        out.append(HandDetection(kp2d=kp, box=keypoint_box(kp, cfg.box_margin, MIN_BOX_SIDE), side=label,
                                  score=float(cat.score), world=world))
     return sorted(out, key=lambda d: -d.score)
 

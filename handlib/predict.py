@@ -54,10 +54,10 @@ import torch
 from .camera import project
 from .data.batch import normalize_image, to_right_hand
 from .data.common import read_image
-from .skeleton import BOX_MARGIN, FINGER_COLORS, FINGERS, KEYPOINT_NAMES, ROOT
+from .skeleton import BOX_MARGIN, FINGER_COLORS, FINGERS, KEYPOINT_NAMES, ROOT, keypoint_box
 
 __all__ = ["CHECKPOINT_ENV", "FOCAL_FACTOR", "Crop", "Prediction", "parse_box", "default_box", "check_box",
-           "tight_box", "crop_upright", "network_view", "feature_term",
+           "crop_upright", "network_view", "feature_term",
            "default_focal", "clip_box", "image_intrinsics", "crop_box", "resolve_checkpoint", "predict",
            "overlay_figure", "save_prediction"]
 
@@ -256,13 +256,7 @@ def crop_upright(image: np.ndarray, keypoints, size: int, K: np.ndarray, margin:
     kp = np.asarray(keypoints, np.float64)
     angle = upright_angle(kp)
     centre, extent = turned_box(kp, angle)
-    return _cut(image, centre, margin * max(extent, 1.0), angle, size, K, tight_box(kp))
-
-
-def tight_box(kp: np.ndarray) -> tuple:
-    """(x, y, w, h): the tight axis-aligned box of (N, 2) keypoints, each side at least 1 pixel."""
-    lo, hi = kp.min(0), kp.max(0)
-    return (float(lo[0]), float(lo[1]), float(max(hi[0] - lo[0], 1.0)), float(max(hi[1] - lo[1], 1.0)))
+    return _cut(image, centre, margin * max(extent, 1.0), angle, size, K, keypoint_box(kp, min_side=1.0))
 
 
 def _cut(image: np.ndarray, centre, side: float, angle: float, size: int, K: np.ndarray, box) -> Crop:

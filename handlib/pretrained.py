@@ -43,7 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .evidence_pretrained import HandDetection, PretrainedConfig, default_model_path, keypoint_box
+from .evidence_pretrained import MIN_BOX_SIDE, HandDetection, PretrainedConfig, default_model_path
+from .skeleton import keypoint_box
 from .tflite import load_tflite
 
 __all__ = ["HandLandmarks", "HandLandmarkNet", "Palms", "PalmDetector", "ssd_anchors", "decode_palms",
@@ -479,8 +480,8 @@ def detect_hands(image, max_hands: int = 2, min_detection: float = 0.5, min_pres
     for kp, world, p in zip(found.kp2d.double().cpu().numpy(), found.world.double().cpu().numpy(),
                             found.handedness.double().cpu().tolist()):
         side = "right" if p > 0.5 else "left"
-        out.append(HandDetection(kp2d=kp, box=keypoint_box(kp, box_margin), side=side, score=max(p, 1 - p),
-                                 world=world))
+        box = keypoint_box(kp, box_margin, MIN_BOX_SIDE)
+        out.append(HandDetection(kp2d=kp, box=box, side=side, score=max(p, 1 - p), world=world))
     return sorted(out, key=lambda d: -d.score)
 
 

@@ -43,8 +43,8 @@ from .data.mmpose_frames import RealFrame, read_frames
 from .evidence_pretrained import box_iou_xywh
 from .fit import FitConfig
 from .metrics import align_procrustes, align_root, align_rotation, align_scale
-from .predict import tight_box
 from .progress import bar, echo
+from .skeleton import keypoint_box
 
 __all__ = ["RealEvalConfig", "match_detections", "score_frame", "evaluate_real", "summarize", "real_table"]
 PATHS = {"fit": "MediaPipe + fit", "pretrained": "MediaPipe + Eq. 13", "mediapipe_2d": "MediaPipe keypoints",
@@ -63,7 +63,7 @@ class RealEvalConfig:
 def _scores_2d(pred: np.ndarray, frame: RealFrame, fraction: float) -> dict:
     v = frame.valid
     err = np.linalg.norm(pred[v] - frame.kp2d[v], axis=1)
-    side = max(tight_box(frame.kp2d[v])[2:])
+    side = max(keypoint_box(frame.kp2d[v], min_side=1.0)[2:])
     return {"err_2d_px": float(err.mean()), "pck_2d": float((err <= fraction * side).mean())}
 
 
@@ -87,7 +87,7 @@ def _camera(frame: RealFrame) -> dict:
 
 def match_detections(frames: list[RealFrame], dets: list, min_iou: float) -> list:
     """One detection (or None) per labelled hand of one photo: greedy by box IoU, one to one."""
-    boxes = [tight_box(f.kp2d[f.valid]) for f in frames]
+    boxes = [keypoint_box(f.kp2d[f.valid], min_side=1.0) for f in frames]
     pairs = sorted(((box_iou_xywh(d.box, b), i, j) for i, b in enumerate(boxes) for j, d in enumerate(dets)),
                    reverse=True)
     out, used = [None] * len(frames), set()
@@ -122,7 +122,8 @@ def score_frame(model, frame: RealFrame, det=None, cfg: RealEvalConfig = RealEva
     row = {"source": frame.source, "frame": frame.frame_id}
     # the ground truth's box, or for a network trained on upright crops the ground truth's upright crop
     turn_by = frame.kp2d if np.all(frame.valid) else None
-    net = predict(model, image, box=clip_box(tight_box(frame.kp2d[frame.valid]), W, H), left=side == "left",
+    gt_box = clip_box(keypoint_box(frame.kp2d[frame.valid], min_side=1.0), W, H)
+    net = predict(model, image, box=gt_box, left=side == "left",
                   refine_steps=0, crop_keypoints=turn_by, **cam)
     row["network"] = {**_scores_2d(net.j2d, frame, cfg.pck_fraction), **_scores_3d(net.joints, frame)}
     if not detector_ran:

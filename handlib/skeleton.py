@@ -191,3 +191,17 @@ def bone_lengths(kp3d: torch.Tensor) -> torch.Tensor:
     """(B, 21, 3) keypoints in handlib order → (B, 20) bone lengths in :data:`BONES` order."""
     p, c = zip(*BONES)
     return torch.linalg.vector_norm(kp3d[..., list(c), :] - kp3d[..., list(p), :], dim=-1)
+
+
+def keypoint_box(kp2d: np.ndarray, margin: float = 1.0, min_side: float = 0.0) -> tuple:
+    """(x, y, w, h) pixels: the tight axis-aligned box of (N, 2) keypoints, each side scaled by
+    ``margin`` about the box centre, then raised to at least ``min_side``.
+
+    The one box rule of the package: ``predict`` cuts crops around the tight box (margin 1, at least
+    1 px), MediaPipe's detections carry it with their margin (``PretrainedConfig.box_margin``), and
+    mmpose writes RHD's and InterHand's boxes as the tight box × 1.2 (``mmpose_frames.BOX_SCALE``).
+    """
+    kp2d = np.asarray(kp2d, np.float64)
+    lo, hi = kp2d.min(0), kp2d.max(0)
+    c, half = (lo + hi) / 2.0, np.maximum((hi - lo) * margin, min_side) / 2.0
+    return (float(c[0] - half[0]), float(c[1] - half[1]), float(2 * half[0]), float(2 * half[1]))

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from handlib.evidence_pretrained import (
+    MIN_BOX_SIDE,
     PretrainedConfig,
     build_task,
     default_model_path,
     detections_from_result,
     fetch_model,
-    keypoint_box,
     task_is_valid,
 )
 
@@ -40,7 +40,9 @@ def test_result_conversion_pixels_order_sides_and_boxes():
     swapped = detections_from_result(_result([(a, "Left", 0.7)]), 200, 100,
                                      PretrainedConfig(swap_handedness=True))
     assert swapped[0].side == "right"
-    assert keypoint_box(np.array([[10.0, 10.0], [30.0, 20.0]]), margin=2.0) == (0.0, 5.0, 40.0, 20.0)
+    flat = np.stack([a[:, 0], np.full(21, 0.5)], 1)
+    thin = detections_from_result(_result([(flat, "Left", 0.7)]), 200, 100)
+    assert thin[0].box[3] == MIN_BOX_SIDE  # a flat row of keypoints still gets a box 8 px tall
     with pytest.raises(ValueError, match="21 landmarks"):
         detections_from_result(_result([(a[:5], "Left", 0.7)]), 200, 100)
     with pytest.raises(ValueError, match="unexpected label"):

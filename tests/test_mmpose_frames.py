@@ -11,7 +11,7 @@ import pytest
 
 from handlib.data import DataError, SyntheticHands
 from handlib.data import mmpose_frames as mf
-from handlib.skeleton import BONES, FINGERS, convert
+from handlib.skeleton import BONES, FINGERS, convert, keypoint_box
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "mmpose_testdata"  # ../shared
 WRIST, THUMB_TIP, INDEX_MCP, PINKY_TIP = 0, 4, 5, 20
@@ -58,7 +58,7 @@ def test_rhd_round_trip_orders_units_and_images(samples, tmp_path):
         np.testing.assert_array_equal(f.image(), s["image"])  # PNG: lossless
         assert mf.reprojection_error(f) < 1e-3  # synthetic kp2d = project(kp3d, K) in float32
         assert mf.box_excess(f) == 0.0
-        np.testing.assert_allclose(f.box, mf.keypoint_box(f.kp2d), atol=1e-9)
+        np.testing.assert_allclose(f.box, keypoint_box(f.kp2d, mf.BOX_SCALE), atol=1e-9)
     assert not got[1].valid[3] and got[1].valid.sum() == 20
 
 
@@ -322,7 +322,7 @@ def test_real_mmpose_frames():
     for f in ih:
         images.setdefault(f.image_path, []).append(f)
     assert sorted(len(v) for v in images.values()) == [1, 1, 2, 2]
-    worst = max(np.abs(np.subtract(mf.keypoint_box(np.vstack([f.kp2d[f.valid] for f in fs])),
+    worst = max(np.abs(np.subtract(keypoint_box(np.vstack([f.kp2d[f.valid] for f in fs]), mf.BOX_SCALE),
                                    fs[0].box)).max() for fs in images.values())
     print(f"InterHand box from projected joints vs file: {worst:.2e} px")
     assert worst < 0.01

@@ -257,7 +257,8 @@ def test_detector_keypoints_and_world_landmarks_give_the_fit(model, side, tmp_pa
 
 def test_cli_fits_every_detected_hand(files, tmp_path, monkeypatch, capsys):
     """Two hands in one photo (a right hand and its mirror image beside it): one set of files each."""
-    from handlib.evidence_pretrained import HandDetection, keypoint_box
+    from handlib.evidence_pretrained import HandDetection
+    from handlib.skeleton import keypoint_box
 
     s = next(x for x in (SyntheticHands(seed=2, num=6, image_size=128, split="test")[i] for i in range(6))
              if x["side"] == "right")

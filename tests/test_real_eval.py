@@ -7,8 +7,9 @@ import pytest
 from handlib import cli
 from handlib.data import SyntheticHands
 from handlib.data.mmpose_frames import write_freihand_fixture, write_rhd_fixture
-from handlib.evidence_pretrained import HandDetection, keypoint_box
+from handlib.evidence_pretrained import HandDetection
 from handlib.real_eval import RealEvalConfig, evaluate_real, real_table
+from handlib.skeleton import keypoint_box
 from handlib.train import SHIPPED_CHECKPOINT, load_model
 
 

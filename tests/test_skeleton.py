@@ -87,3 +87,12 @@ def test_bone_lengths():
     lengths = sk.bone_lengths(kp)
     assert lengths.shape == (1, 20)
     assert torch.isclose(lengths[0, sk.BONES.index((0, 5))], torch.tensor(0.09))
+
+
+def test_keypoint_box_margin_and_min_side():
+    kp = np.array([[10.0, 10.0], [30.0, 20.0], [20.0, 15.0]])
+    assert sk.keypoint_box(kp) == (10.0, 10.0, 20.0, 10.0)  # the tight box
+    assert sk.keypoint_box(kp, margin=2.0) == (0.0, 5.0, 40.0, 20.0)  # scaled about its centre
+    assert sk.keypoint_box(kp, min_side=16.0) == (10.0, 7.0, 20.0, 16.0)  # the thin side raised, centred
+    x, y, w, h = sk.keypoint_box(np.array([[5.0, 5.0], [5.0, 5.0]]), min_side=1.0)  # one point
+    assert (w, h) == (1.0, 1.0) and (x + w / 2, y + h / 2) == (5.0, 5.0)

@@ -49,7 +49,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..skeleton import convert
+from ..skeleton import convert, keypoint_box
 from .common import DataError, MissingData, read_image, read_json
 
 SOURCES = ("rhd", "freihand", "interhand")
@@ -394,15 +394,6 @@ def _write_image(path: Path, image: np.ndarray) -> None:
         raise OSError(f"{path}: could not write image")
 
 
-def keypoint_box(kp2d: np.ndarray, scale: float = BOX_SCALE) -> list[float]:
-    """[x, y, w, h] of the tight box of ``kp2d`` scaled by ``scale`` about its centre: mmpose's rule
-    for the boxes of its RHD and InterHand files (it reproduces them from the keypoints, for
-    InterHand from both hands' projected joints), not for FreiHAND's."""
-    lo, hi = kp2d.min(0), kp2d.max(0)
-    c, half = (lo + hi) / 2, (hi - lo) / 2 * scale
-    return [float(c[0] - half[0]), float(c[1] - half[1]), float(2 * half[0]), float(2 * half[1])]
-
-
 def _valid(sample) -> np.ndarray:
     v = sample.get("valid")
     return np.ones(21, bool) if v is None else np.asarray(v, bool).reshape(21)
@@ -440,7 +431,7 @@ def write_rhd_fixture(folder, frames, ids=None, json_name: str = "test_rhd.json"
         kp2d = convert(np.asarray(s["kp2d"], np.float64), "handlib", "rhd")
         vis = convert(_valid(s)[:, None].astype(np.float64), "handlib", "rhd")
         cam = convert(np.asarray(s["kp3d"], np.float64), "handlib", "rhd") * 1000.0
-        box = keypoint_box(np.asarray(s["kp2d"], np.float64))
+        box = list(keypoint_box(s["kp2d"], BOX_SCALE))
         d["images"].append({"file_name": name, "height": h, "width": w, "id": sid,
                             "cam_param": {"focal": [K[0, 0], K[1, 1]], "princpt": [K[0, 2], K[1, 2]]}})
         d["annotations"].append({"id": sid, "image_id": sid, "category_id": 1, "iscrowd": 0, "bbox": box,
@@ -462,7 +453,7 @@ def write_freihand_fixture(folder, frames, ids=None, json_name: str = "test_frei
     for sid, s, name, h, w in _write_frames(folder, frames, ids, "%08d.jpg"):
         kp2d = np.asarray(s["kp2d"], np.float64)
         kp = np.hstack([convert(kp2d, "handlib", "freihand"), _valid(s)[:, None].astype(np.float64)])
-        bx, by, bw, bh = keypoint_box(kp2d)
+        bx, by, bw, bh = keypoint_box(kp2d, BOX_SCALE)
         x0, y0 = int(np.floor(bx)), int(np.floor(by))
         x1, y1 = int(np.ceil(bx + bw)), int(np.ceil(by + bh))
         xm, ym = (x0 + x1) / 2, (y0 + y1) / 2
@@ -530,7 +521,8 @@ def write_interhand_fixture(folder, frames, rotations=None, campos=None, seed: i
         data["images"].append({"id": image_id, "file_name": name, "width": w, "height": h, "capture": n,
                                "subject": n, "seq_name": f"{n:04d}_synthetic", "camera": cam_id,
                                "frame_idx": fidx})
-        data["annotations"].append({"id": image_id, "image_id": image_id, "bbox": keypoint_box(np.vstack(uv)),
+        bbox = list(keypoint_box(np.vstack(uv), BOX_SCALE))
+        data["annotations"].append({"id": image_id, "image_id": image_id, "bbox": bbox,
                                     "joint_valid": [[int(v)] for v in valid], "hand_type": hand_type,
                                     "hand_type_valid": 1})
     for kind, obj in (("camera", cams), ("data", data), ("joint_3d", joints)):
