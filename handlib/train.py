@@ -480,6 +480,10 @@ def enter_stage(run: Run, stage: str, log) -> None:
         return
     scope = run.cfg.finetune[stage == "joint"]
     n = set_trainable(run.model, scope)
+    if stage == "evidence" and not any(p.requires_grad for p in run.model.evidence.parameters()):
+        raise ValueError(f"TrainConfig.finetune[0]={scope!r} leaves the evidence stage nothing to train "
+                         f"(keypoints={run.model.cfg.keypoints!r}: no heat-map head); fine-tune some "
+                         f"backbone weights in it, or skip it with evidence_fraction=0")
     run.net = (nn.parallel.DistributedDataParallel(run.model, find_unused_parameters=True)
                if run.world > 1 else run.model)
     run.net_stage = stage

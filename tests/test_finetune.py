@@ -112,3 +112,23 @@ def test_training_crops_follow_the_model_config():
     assert d[1] < 0 and abs(d[0]) < 1e-3 * np.linalg.norm(d)  # upright
     box = build_data(cfg, ModelConfig.from_profile(profile("ci")), jitter=False)[(0, 0)]
     np.testing.assert_allclose(box["kp2d"][MIDDLE_MCP], [31.5, 31.5], atol=1e-3)  # Eq. 8: centred MCP
+
+
+@needs_task
+def test_a_frozen_backbone_trains_only_the_regressor(tmp_path):
+    """finetune "none" with MediaPipe's own landmarks: an evidence stage would train nothing (a clear
+    error, not autograd's), and without one the backbone stays MediaPipe's while f_reg learns."""
+    cfg = TrainConfig(out=str(tmp_path / "run"), steps=1, batch_size=2, num_samples=4, render_size=160,
+                      workers=0, log_every=1, ckpt_every=1, eval_samples=0, warmup=1, evidence_fraction=1.0,
+                      finetune=("none", "none"), progress=False,
+                      augment=dataclasses.replace(TrainConfig().augment, enabled=False))
+    with pytest.raises(ValueError, match=r"finetune\[0\]='none'.*evidence_fraction=0"):
+        train(cfg, MP, log=lambda *a: None)
+    torch.manual_seed(0)
+    before = DHPE(MP).state_dict()
+    train(dataclasses.replace(cfg, evidence_fraction=0.0, out=str(tmp_path / "joint")), MP,
+          log=lambda *a: None)
+    after = load_checkpoint(tmp_path / "joint" / "checkpoint.pt")["model"]
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert not {k for k in changed if k.startswith("evidence.")}  # MediaPipe's weights, untouched
+    assert {k for k in changed if k.startswith("regressor.")}  # f_reg and f_ref learnt
