@@ -343,7 +343,8 @@ def predict(model, image, box=None, focal: float | None = None, left: bool = Fal
         world: optional (21, 3) root-relative 3D landmarks of the same detector (metres). With
             ``keypoints`` and ``refine_steps`` = 0 the mesh is then :func:`handlib.fit.fit_hand`'s
             fit to both (``evidence`` gets "+fit"); the network's estimate is still computed
-            (``j2d_evidence``), it is not the fit's start.
+            (``j2d_evidence``): its joints join the world landmarks in the fit's 3D target
+            (``FitConfig.network_share``; :func:`handlib.fit.fuse_landmarks`).
         crop_keypoints: optional (21, 2) image pixels that place the crop of a network trained on
             upright crops (``ModelConfig.crop == "upright"``, :func:`crop_upright`); default
             ``keypoints``. Without either such a network gets ``box``'s crop, unturned. A box-crop
@@ -413,7 +414,8 @@ def predict(model, image, box=None, focal: float | None = None, left: bool = Fal
     K_img = crop.K_image
     joints, verts, h = _unroll(crop.rotation, joints, verts, h)  # the crop's camera → the image's
     if world is not None and keypoints is not None and not refine_steps:
-        verts, joints, h, sil, losses = _fit_detection(model, keypoints, world, K_img, crop, left, x, fit_cfg)
+        verts, joints, h, sil, losses = _fit_detection(model, keypoints, world, K_img, crop, left, x, fit_cfg,
+                                                       network=joints)
         evidence = evidence + "+fit"
     # the crop is a scale, a shift and a roll of the image: after the roll back (_unroll), the 3D
     # points are the same in both cameras
@@ -470,18 +472,20 @@ def feature_term(model, crop: Crop, x: torch.Tensor, left: bool):
     return energy
 
 
-def _fit_detection(model, keypoints, world, K_img: np.ndarray, crop: Crop, left: bool, x, fit_cfg=None):
+def _fit_detection(model, keypoints, world, K_img: np.ndarray, crop: Crop, left: bool, x, fit_cfg=None,
+                   network=None):
     """The hand model fitted to a detector's keypoints and world landmarks (:mod:`handlib.fit`):
     verts, joints, h (of ``HandModel(side)`` in the image's camera), its silhouette in the crop, and
     the fit's final costs with its iteration count. ``x``: the network's input (:func:`network_view`)
-    for Eq. 13's term (b) when ``fit_cfg.feature`` > 0."""
+    for Eq. 13's term (b) when ``fit_cfg.feature`` > 0; ``network``: its (21, 3) joints in the
+    image's camera, mixed into the world term's target (``FitConfig.network_share``)."""
     from .fit import FitConfig, fit_hand
     from .rotations import axis_angle_to_quaternion
 
     fit_cfg = fit_cfg or FitConfig()
     feature = feature_term(model, crop, x, left) if fit_cfg.feature > 0 else None
     res = fit_hand(np.asarray(keypoints, np.float64), K_img, np.asarray(world, np.float64),
-                   "left" if left else "right", fit_cfg, feature=feature)
+                   "left" if left else "right", fit_cfg, feature=feature, network=network)
     q = axis_angle_to_quaternion(torch.as_tensor(res.rotvec)[None])[0].numpy()
     h = np.concatenate([q, res.pose, res.betas, [1.0], res.trans])
     device = next(model.parameters()).device

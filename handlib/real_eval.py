@@ -7,8 +7,10 @@ keypoints, InterHand2.6M frames with cameras and world joints; one record per la
 scores every labelled hand, per source, along these paths:
 
 * **MediaPipe + fit** (``fit``): MediaPipe finds the hands in the *whole* photo (box, side, 21
-  keypoints, 21 world landmarks); :func:`handlib.fit.fit_hand` fits the hand model to them
-  (inverse kinematics from the world landmarks, then Levenberg–Marquardt on the 2D keypoints).
+  keypoints, 21 world landmarks); ``predict`` runs the network on the detection's crop and
+  :func:`handlib.fit.fit_hand` fits the hand model to the keypoints and to the mix of the world
+  landmarks with the network's joints (``FitConfig.network_share``; inverse kinematics from that
+  mix, then Levenberg–Marquardt on the 2D keypoints).
 * **MediaPipe + Eq. 13** (``pretrained``): the network's estimate in the detected box, refined with
   Eq. 13 whose term (a) fits MediaPipe's keypoints (the paper's refinement, external keypoints).
 * **MediaPipe alone**: its 2D keypoints (``mediapipe_2d``) and its world landmarks
@@ -98,12 +100,6 @@ def match_detections(frames: list[RealFrame], dets: list, min_iou: float) -> lis
     return out
 
 
-def _intrinsics(frame: RealFrame, W: int, H: int) -> np.ndarray:
-    from .predict import default_focal, image_intrinsics
-
-    return frame.K if frame.K is not None else image_intrinsics(W, H, default_focal(W, H))
-
-
 def score_frame(model, frame: RealFrame, det=None, cfg: RealEvalConfig = RealEvalConfig(),
                 detector_ran: bool = False) -> dict:
     """Every path on one labelled hand; ``det`` is the detection matched to it (or None).
@@ -111,8 +107,7 @@ def score_frame(model, frame: RealFrame, det=None, cfg: RealEvalConfig = RealEva
     Returns {"source", "frame", "network": {...}} and, when a detector ran, "detected" and (if so)
     "fit", "pretrained", "mediapipe_2d", "mediapipe_world" score dicts.
     """
-    from .fit import fit_hand
-    from .predict import clip_box, feature_term, network_view, predict
+    from .predict import clip_box, predict
     from .refine import RefineConfig
 
     image = frame.image()
@@ -133,13 +128,11 @@ def score_frame(model, frame: RealFrame, det=None, cfg: RealEvalConfig = RealEva
         return row
     row["side_correct"] = det.side == side
     if det.world is not None:  # the fit starts from the world landmarks (MediaPipe always gives them)
-        K_img, feature = _intrinsics(frame, W, H), None
-        if cfg.fit.feature > 0:  # Eq. 13 (b) through the network's backbone, on the detection's crop
-            crop, x, _ = network_view(model, image, clip_box(det.box, W, H), K_img, det.side == "left",
-                                      det.kp2d)
-            feature = feature_term(model, crop, x, det.side == "left")
-        fitted = fit_hand(det.kp2d, K_img, det.world, det.side, cfg.fit, feature=feature)
-        row["fit"] = {"seconds": fitted.seconds, "iterations": fitted.iterations,
+        # predict's own path: the network on the detection's crop, then the fit to the detector's
+        # keypoints and the mix of its world landmarks with the network's joints
+        fitted = predict(model, image, box=clip_box(det.box, W, H), left=det.side == "left", refine_steps=0,
+                         keypoints=det.kp2d, world=det.world, evidence="mediapipe", fit_cfg=cfg.fit, **cam)
+        row["fit"] = {"seconds": fitted.losses["seconds"], "iterations": fitted.losses["iterations"],
                       **_scores_2d(fitted.j2d, frame, cfg.pck_fraction), **_scores_3d(fitted.joints, frame)}
         row["mediapipe_world"] = _scores_3d(det.world, frame)  # root-relative; PA aligns the rest
     t0 = time.perf_counter()

@@ -72,6 +72,37 @@ def test_fit_recovers_a_known_hand(side, seed):
     assert res.verts.shape[1] == 3 and res.iterations >= 1 and set(res.costs) >= {"2d", "world"}
 
 
+def test_fuse_landmarks_turns_the_network_onto_the_world_landmarks_then_mixes():
+    _, world, J = _hand("right", 5)
+    spin = Rotation.random(random_state=9).as_matrix()
+    far = world @ spin.T + [0.3, -0.2, 0.1]  # any rotation and origin of the detector's frame
+    rel = far - far[0]
+    np.testing.assert_allclose(fit.fuse_landmarks(far, J, 0.0), rel, atol=1e-12)
+    np.testing.assert_allclose(fit.fuse_landmarks(far, J + 1.0, 1.0), rel, atol=1e-12)  # same shape, turned
+    bent = J.copy()
+    bent[8] += [0.01, 0.0, 0.0]  # the network's index tip 1 cm off
+    mixed = fit.fuse_landmarks(far, bent, 0.3)
+    assert mixed[0] == pytest.approx([0, 0, 0]) and 0.001 < np.linalg.norm(mixed[8] - rel[8]) < 0.004
+    with pytest.raises(ValueError, match="network_share"):
+        fit.FitConfig(network_share=1.5)
+
+
+def test_a_good_network_estimate_helps_a_noisy_world_shape():
+    """The fit's world term with the network's joints mixed in: a better 3D target, a better hand."""
+    kp2d, world, J = _hand("right", 6)
+    noisy = world + np.random.default_rng(0).normal(scale=0.008, size=world.shape)  # 8 mm per point
+    noisy[0] = world[0]
+
+    def pa(res):
+        p, g = torch.as_tensor(res.joints)[None], torch.as_tensor(J)[None]
+        return 1000 * float((align_procrustes(p, g)[0] - g[0]).norm(dim=-1).mean())
+
+    alone = fit.fit_hand(kp2d, K, noisy, network=J, cfg=fit.FitConfig(network_share=0.0))
+    mixed = fit.fit_hand(kp2d, K, noisy, network=J)
+    assert pa(mixed) < pa(alone) - 0.3, (pa(mixed), pa(alone))
+    assert np.linalg.norm(mixed.j2d - kp2d, axis=1).mean() < 1.5  # still on its 2D evidence
+
+
 def test_an_outlier_keypoint_does_not_drag_the_rest():
     kp2d, world, J = _hand("right", 4)
     bad = kp2d.copy()

@@ -244,8 +244,14 @@ def test_detector_keypoints_and_world_landmarks_give_the_fit(model, side, tmp_pa
     s = SyntheticHands(seed=2, num=6, image_size=160, split="test")
     sample = next(x for x in (s[i] for i in range(6)) if x["side"] == side)
     K, kp3d = sample["K"].astype(np.float64), sample["kp3d"].astype(np.float64)
-    pred = predict(model, sample["image"], focal=float(K[0, 0]), principal=(K[0, 2], K[1, 2]),
-                   left=side == "left", keypoints=sample["kp2d"], world=kp3d - kp3d[0], evidence="detector")
+    from handlib.fit import FitConfig
+
+    args = dict(focal=float(K[0, 0]), principal=(K[0, 2], K[1, 2]), left=side == "left",
+                keypoints=sample["kp2d"], world=kp3d - kp3d[0], evidence="detector")
+    # perfect world landmarks here: the fit to them alone (the network's joints would only blur them)
+    pred = predict(model, sample["image"], fit_cfg=FitConfig(network_share=0.0), **args)
+    mixed = predict(model, sample["image"], **args)  # the default mixes the network's joints in
+    assert np.abs(mixed.joints - pred.joints).max() > 1e-4
     assert pred.evidence == "detector+fit" and pred.refine_steps == 0 and pred.losses["iterations"] >= 1
     assert np.linalg.norm(pred.j2d - sample["kp2d"], axis=1).mean() < 2.0  # on its evidence
     np.testing.assert_allclose(pred.j2d, project_np(pred.joints, pred.K), atol=1e-6)
