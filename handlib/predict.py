@@ -383,8 +383,9 @@ def predict(model, image, box=None, focal: float | None = None, left: bool = Fal
     was_training = model.training
     model.eval()
     try:
+        fit_path = world is not None and keypoints is not None and not refine_steps  # the fit renders its own
         with torch.no_grad():
-            out = model(x, K, render=refine_steps == 0)
+            out = model(x, K, render=refine_steps == 0 and not fit_path)
         losses = None
         if refine_steps:
             if refine_cfg is None:
@@ -403,17 +404,18 @@ def predict(model, image, box=None, focal: float | None = None, left: bool = Fal
         model.train(was_training)
 
     np_ = lambda t: t[0].detach().cpu().double().numpy()  # noqa: E731
-    h, verts, joints, sil = np_(h), np_(verts), np_(joints), np_(sil)
+    h, verts, joints = np_(h), np_(verts), np_(joints)
+    sil = None if sil is None else np_(sil)  # None on the fit path until the fit renders it
     j2d_ev = np_(out.evidence.j2d)
     faces = model.hand_model.faces.cpu().numpy()
     if left:  # back to the left hand: X' = −X, h mirrored (HandModel("left")), faces reversed
         back = _mirror(S, kp3d=joints, verts=verts, h=h, kp2d=j2d_ev)
         joints, verts, h, j2d_ev = (np.asarray(back[k], np.float64) for k in ("kp3d", "verts", "h", "kp2d"))
-        sil = sil[:, ::-1].copy()
+        sil = None if sil is None else sil[:, ::-1].copy()
         faces = faces[:, [0, 2, 1]]
     K_img = crop.K_image
     joints, verts, h = _unroll(crop.rotation, joints, verts, h)  # the crop's camera → the image's
-    if world is not None and keypoints is not None and not refine_steps:
+    if fit_path:
         verts, joints, h, sil, losses = _fit_detection(model, keypoints, world, K_img, crop, left, x, fit_cfg,
                                                        network=joints)
         evidence = evidence + "+fit"
