@@ -9,6 +9,9 @@ LOCK := requirements.lock
 CHECK_LOCK := .ci/check_lock.py
 # The torch that `make lock` resolves with (the CPU wheel on CI's machine).
 LOCK_TORCH := torch==2.13.0
+# The oldest Python the lock installs on (numpy 2.4 needs 3.11, soupsieve 3.11.5; pyproject's ranges
+# allow 3.10, where `pip install -e ".[dev]"` resolves older versions than the lock's).
+LOCK_PYTHON := 3.11.5
 # The torch that `make install` installs: by default the lock's torch line. TORCH_SPEC overrides
 # torch only (the rest still comes from the lock), e.g. a CUDA build of the same version:
 #   make TORCH_SPEC="torch==2.13.0 --index-url <your CUDA index>" test
@@ -25,6 +28,10 @@ TORCH_SPEC ?= $(shell sed -n 's/^\(torch==[^[:space:]]*\).*/\1/p' $(LOCK))
 # one, so that one is reinstalled.
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -c 'import sys; need = tuple(map(int, "$(LOCK_PYTHON)".split("."))); \
+	  sys.exit(0 if sys.version_info[:3] >= need else "$(LOCK) needs Python >= $(LOCK_PYTHON); " \
+	  f"$(VENV) has {sys.version.split()[0]}: rm -rf $(VENV) and make PYTHON=<a python $(LOCK_PYTHON) or newer> install, " \
+	  "or pip install -e \".[dev]\" for pyproject'"'"'s ranges")'
 	$(PY) -m pip install -q "$$(grep -m1 '^pip==' $(LOCK))"
 	for p in opencv-contrib-python opencv-python; do \
 	  if $(PY) -m pip show -q $$p 2>/dev/null; then \

@@ -138,6 +138,26 @@ def test_lock_satisfies_pyproject_and_leaves_out_the_second_opencv():
     assert not {"opencv-contrib-python", "opencv-python", "handlib"} & set(lock)
 
 
+def test_makefile_python_floor_admits_every_locked_package():
+    """`make install` refuses a Python below the Makefile's LOCK_PYTHON by name; that floor must be the
+    lock's (its header's CPython) and every locked distribution's Requires-Python must admit it."""
+    import re
+
+    from packaging.specifiers import SpecifierSet
+
+    version = lambda s: tuple(map(int, s.split(".")))  # noqa: E731
+    floor = re.search(r"^LOCK_PYTHON := (\d+\.\d+\.\d+)$", (ROOT / "Makefile").read_text(), re.M).group(1)
+    resolved = re.search(r"resolved with CPython (\d+\.\d+\.\d+)", LOCK.read_text()).group(1)
+    assert version(floor) <= version(resolved)
+    refuse = []
+    for name in check_lock.read_lock(LOCK):
+        spec = metadata.metadata(name).get("Requires-Python")
+        if spec and not SpecifierSet(spec).contains(floor):
+            refuse.append(f"{name} (Requires-Python {spec})")
+    assert not refuse, f"locked packages refuse Python {floor}: {refuse}"
+    assert sys.version_info[:3] >= version(floor)
+
+
 @pytest.mark.parametrize("locked, installed, ok", [
     ("2.13.0", "2.13.0+cpu", True), ("2.13.0", "2.13.0", True), ("2.13.0+cpu", "2.13.0+cu128", False),
     ("2.13.0", "2.13.1", False), ("2.13.0", "2.13.0.post1", False)])
