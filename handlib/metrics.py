@@ -32,7 +32,7 @@ from .skeleton import MIDDLE_MCP, ROOT
 __all__ = ["THRESHOLDS_3D_MM", "THRESHOLDS_2D_PX", "MODES", "keypoint_errors", "align_root",
            "align_scale", "similarity_transform", "align_procrustes", "align", "pck_curve", "auc",
            "mask_iou", "mask_scores", "fscore", "mesh_scores", "FSCORE_THRESHOLDS_M", "PoseEvaluator",
-           "evaluate_3d", "pck_auc", "align_rotation"]
+           "evaluate_3d", "pck_auc", "align_rotation", "proper_rotation"]
 
 THRESHOLDS_3D_MM = tuple(float(t) for t in np.linspace(20.0, 50.0, 31))  # Sec. 4: 3D PCK AUC 20–50 mm
 THRESHOLDS_2D_PX = tuple(float(t) for t in np.linspace(0.0, 30.0, 31))  # 2D PCK 0–30 px
@@ -154,11 +154,11 @@ def align_rotation(pred: torch.Tensor, gt: torch.Tensor, root: int = ROOT) -> to
     _check_index(root, "root", K)
     x = (pred - pred[:, root : root + 1]).double()
     y = (gt - gt[:, root : root + 1]).double()
-    R, _, _ = _proper_rotation(y.transpose(1, 2) @ x)  # Σ y xᵀ
+    R, _, _ = proper_rotation(y.transpose(1, 2) @ x)  # Σ y xᵀ
     return (x @ R.transpose(1, 2)).to(pred.dtype) + gt[:, root : root + 1]
 
 
-def _proper_rotation(cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def proper_rotation(cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The rotation R (det +1) maximising tr(Rᵀ cov) for (B, D, D) ``cov`` = Σ y xᵀ (Kabsch/Umeyama):
     when a reflection would fit better the weakest singular direction is flipped. Returns R, the
     singular values S (B, D) and the signs (B, D) applied to them."""
@@ -196,7 +196,7 @@ def similarity_transform(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tens
     mu_y = (w[..., None] * y).sum(1) / n[:, None]
     xc, yc = x - mu_x[:, None], y - mu_y[:, None]
     cov = torch.einsum("bk,bki,bkj->bij", w, yc, xc)  # (B, D, D) Σ (y - μy)(x - μx)ᵀ
-    R, S, sign = _proper_rotation(cov)  # (B, D, D), no reflection
+    R, S, sign = proper_rotation(cov)  # (B, D, D), no reflection
     var_x = (w * xc.pow(2).sum(-1)).sum(1)
     s = (S * sign).sum(-1) / var_x.clamp_min(torch.finfo(torch.float64).tiny)
     t = mu_y - s[:, None] * (R @ mu_x[..., None]).squeeze(-1)

@@ -72,6 +72,21 @@ def test_fit_recovers_a_known_hand(side, seed):
     assert res.verts.shape[1] == 3 and res.iterations >= 1 and set(res.costs) >= {"2d", "world"}
 
 
+@pytest.mark.parametrize("seed", [0, 3])
+def test_fit_converges_before_its_cap_whatever_the_landmarks_frame(seed):
+    """The world term takes the best rotation inside the residual: LM sees the exact objective, stops
+    by its tolerance long before the cap, and another tilt of the landmarks' frame (the detector's 3D
+    frame is the camera's up to a tilt; the start comes from it) gives the same hand."""
+    kp2d, world, J = _hand("right", seed)
+    cfg = fit.FitConfig(iterations=60)
+    res = fit.fit_hand(kp2d, K, world, cfg=cfg)
+    assert res.iterations < 25, res.iterations
+    spin = Rotation.from_rotvec([0.12, -0.1, 0.05]).as_matrix()  # 9°
+    turned = fit.fit_hand(kp2d, K, world @ spin.T, cfg=cfg)
+    np.testing.assert_allclose(turned.joints, res.joints, atol=1e-5)  # 0.01 mm
+    assert turned.costs["world"] == pytest.approx(res.costs["world"], rel=1e-3, abs=1e-6)
+
+
 def test_fuse_landmarks_turns_the_network_onto_the_world_landmarks_then_mixes():
     _, world, J = _hand("right", 5)
     spin = Rotation.random(random_state=9).as_matrix()
@@ -101,6 +116,30 @@ def test_a_good_network_estimate_helps_a_noisy_world_shape():
     mixed = fit.fit_hand(kp2d, K, noisy, network=J)
     assert pa(mixed) < pa(alone) - 0.3, (pa(mixed), pa(alone))
     assert np.linalg.norm(mixed.j2d - kp2d, axis=1).mean() < 1.5  # still on its 2D evidence
+
+
+def test_the_networks_orientation_steers_a_poorly_determined_rotation():
+    """With noisy keypoints the rotation out of the image plane is loose; the network's camera-frame
+    orientation (its joints) pulls the fit toward it, and only through that term."""
+    kp2d, world, J = _hand("right", 8)
+    rng = np.random.default_rng(1)
+    noisy2d = kp2d + rng.normal(scale=4.0, size=kp2d.shape)
+    spin = Rotation.from_rotvec([0.0, 0.5, 0.0]).as_matrix()  # the network turned 29° about y
+    net_true, net_turned = J, (J - J[0]) @ spin.T + J[0]
+    np.testing.assert_allclose(fit._network_rotation(world, net_turned, fit.FitConfig()),
+                               spin @ fit.kabsch(world, J - J[0]), atol=1e-9)
+
+    def angle(res):  # degrees between the fitted and the true root-relative joints
+        R = fit.kabsch(res.joints - res.joints[0], J - J[0])
+        return np.degrees(np.arccos(np.clip((np.trace(R) - 1) / 2, -1, 1)))
+
+    cfg, free = fit.FitConfig(network_share=0.0), fit.FitConfig(network_share=0.0, network_orientation=0.0)
+    off = fit.fit_hand(noisy2d, K, world, network=net_true, cfg=free)
+    good = fit.fit_hand(noisy2d, K, world, network=net_true, cfg=cfg)
+    bad = fit.fit_hand(noisy2d, K, world, network=net_turned, cfg=cfg)
+    assert "orientation" not in off.costs and "orientation" in good.costs
+    a_good, a_off, a_bad = angle(good), angle(off), angle(bad)
+    assert a_good < a_off - 0.2 and a_bad > a_off + 3.0, (a_good, a_off, a_bad)
 
 
 def test_an_outlier_keypoint_does_not_drag_the_rest():
