@@ -104,6 +104,10 @@ class FitConfig:
     # prior: at 1, 1° costs what 0.5 px of one keypoint coordinate costs. 0: the orientation comes
     # from the 2D keypoints alone (ours; measured in README, "Two 3D estimates in the fit").
     network_orientation: float = 1.0
+    # Cauchy scale of that prior, degrees (IRLS, as the 2D term): a network this far from the fit's
+    # orientation counts half, three times as far a tenth, so a wrong network cannot drag the hand
+    # away from its keypoints (ours).
+    orientation_robust_deg: float = 30.0
 
     def __post_init__(self):
         if not 0.0 <= self.network_share <= 1.0:
@@ -205,6 +209,7 @@ class _Evidence:
     prior_std: torch.Tensor  # (45,)
     lap: torch.Tensor  # (10, 10) term (c)'s square root: ‖lap β‖ = RMS Laplacian, mm
     R_net: torch.Tensor | None = None  # (3, 3) the network's orientation of ``world`` (_network_rotation)
+    w_orient: torch.Tensor = dataclasses.field(default_factory=lambda: torch.ones((), dtype=torch.float64))
 
 
 def _residuals(model, x: torch.Tensor, ev: _Evidence, cfg: FitConfig,
@@ -222,7 +227,8 @@ def _residuals(model, x: torch.Tensor, ev: _Evidence, cfg: FitConfig,
         R = proper_rotation(rel.mT @ ev.world)[0]  # (B, 3, 3): R · landmark ≈ joint
         out["world"] = 1000.0 * cfg.world_weight * (rel - ev.world @ R.mT).flatten(1)
         if "orientation" in terms and ev.R_net is not None:  # the fit's turn of the target vs the network's
-            out["orientation"] = cfg.network_orientation * torch.rad2deg(matrix_to_axis_angle(R @ ev.R_net.T))
+            w = cfg.network_orientation * ev.w_orient.sqrt()
+            out["orientation"] = w * _turn_deg(R, ev.R_net)
     if "prior" in terms:
         z = (x[:, _POSE] @ ev.prior_C.T) / ev.prior_std  # pose offset in prior standard deviations
         out["pose_prior"] = cfg.pose_prior * z
@@ -230,6 +236,11 @@ def _residuals(model, x: torch.Tensor, ev: _Evidence, cfg: FitConfig,
         if cfg.laplacian:
             out["laplacian"] = cfg.laplacian * x[:, _BETA] @ ev.lap.T
     return out
+
+
+def _turn_deg(R: torch.Tensor, R_ref: torch.Tensor) -> torch.Tensor:
+    """(B, 3) the rotation from ``R_ref`` (3, 3) to each of ``R`` (B, 3, 3) as axis-angle vectors, degrees."""
+    return torch.rad2deg(matrix_to_axis_angle(R @ R_ref.T))
 
 
 def laplacian_residual(hand_model: HandModel) -> torch.Tensor:
@@ -409,6 +420,10 @@ def _fit(kp2d, K, world, side, cfg, arrays, t0, feature, R_net) -> FitResult:
             J = detector_keypoints(_posed(model, torch.as_tensor(x[None])), cfg.wrist_offset_mm)[0]
         e = (project(J[None], ev.K, MIN_DEPTH)[0] - ev.kp2d).norm(dim=-1)
         ev.w2d = ev.w2d_base / (1.0 + (e / cfg.robust_px) ** 2)  # Cauchy IRLS: gross outliers fade out
+        if ev.R_net is not None:  # and a network far from the fit's orientation fades the same way
+            rel = J - J[:1]
+            turn = _turn_deg(proper_rotation((rel.T @ ev.world)[None])[0], ev.R_net).norm()
+            ev.w_orient = 1.0 / (1.0 + (turn / cfg.orientation_robust_deg) ** 2)
 
     fn = lambda X: _stack(_residuals(model, X, ev, cfg))  # noqa: E731
     sizes = {k: v.shape[1] for k, v in _residuals(model, torch.as_tensor(x[None]), ev, cfg).items()}

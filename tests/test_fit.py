@@ -140,6 +140,11 @@ def test_the_networks_orientation_steers_a_poorly_determined_rotation():
     assert "orientation" not in off.costs and "orientation" in good.costs
     a_good, a_off, a_bad = angle(good), angle(off), angle(bad)
     assert a_good < a_off - 0.2 and a_bad > a_off + 3.0, (a_good, a_off, a_bad)
+    # a network turned 150° (an untrained one) fades out (Cauchy, orientation_robust_deg): the fit
+    # stays on its keypoints instead of turning the hand away from them
+    wild = (J - J[0]) @ Rotation.from_rotvec([0.0, 2.6, 0.0]).as_matrix().T + J[0]
+    res = fit.fit_hand(kp2d, K, world, network=wild, cfg=cfg)
+    assert np.linalg.norm(res.j2d - kp2d, axis=1).mean() < 1.5 and angle(res) < 5.0
 
 
 def test_an_outlier_keypoint_does_not_drag_the_rest():
