@@ -100,6 +100,8 @@ def test_fuse_landmarks_turns_the_network_onto_the_world_landmarks_then_mixes():
     assert mixed[0] == pytest.approx([0, 0, 0]) and 0.001 < np.linalg.norm(mixed[8] - rel[8]) < 0.004
     with pytest.raises(ValueError, match="network_share"):
         fit.FitConfig(network_share=1.5)
+    with pytest.raises(ValueError, match="orientation_robust_deg"):
+        fit.FitConfig(orientation_robust_deg=0.0)
 
 
 def test_a_good_network_estimate_helps_a_noisy_world_shape():
