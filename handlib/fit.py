@@ -95,7 +95,7 @@ class FitConfig:
     # 8.96 / 9.01 / 9.07 px (MediaPipe's own: 9.02), PA-MPJPE 13.6 / 12.4 / 12.2 mm, root-relative
     # MPJPE 31.3 / 30.0 / 31.7 mm. 0.3 (ours) is the larger share that keeps the fit on its 2D
     # evidence: chosen on those frames, so unseen frames may score it less well. (Measured before the
-    # orientation term and the converged LM; with both, 0.3 gives 8.88 px, 12.0 and 25.0 mm.)
+    # orientation term and the converged LM; with both, 0.3 gives 8.89 px, 12.0 and 25.0 mm.)
     network_share: float = 0.3
     # The network's joints also say how the hand is turned in the camera frame, which the 2D keypoints
     # pin down poorly out of the image plane (a hand tilted 20° toward the camera moves its keypoints
