@@ -19,7 +19,7 @@ fixed step does not converge. Here the fit starts where the evidence is and solv
    translation) on a robust (Cauchy, by iteratively reweighted least squares) 2D reprojection term,
    the world landmarks' root-relative shape (up to a rotation: the detector's 3D frame is not the
    camera's; the best rotation is solved inside the residual, by Kabsch for every evaluation, so LM
-   sees the exact objective and stops by its tolerance in about 5–15 iterations — re-fitting that
+   sees the exact objective and stops by its tolerance, typically in 5–10 iterations — re-fitting that
    rotation between iterations instead made each iteration chase the last one's, and every fit
    crept on to the iteration cap), with a network's joints their orientation in the camera frame
    (``FitConfig.network_orientation``: the 2D keypoints leave the turn out of the image plane loose),
@@ -77,8 +77,8 @@ class FitConfig:
     feature_iterations: int = 8  # LM iterations of step 4 (each: one backbone forward + backward)
     # Stop when an accepted step lowers the cost by less than this fraction. On the 10 hands MediaPipe
     # finds in ../shared/realdata, 1e-4 and 1e-6 give the same scores to 0.01 px and 0.5 mm and stop
-    # after 5–9 and 7–14 iterations (one hand, whose robust weights keep trading places, ran to 44):
-    # 1e-5 is between (ours).
+    # after 5–9 and 7–14 iterations (one hand, whose robust weights keep trading places, ran to 44;
+    # measured before the orientation term): 1e-5 is between (ours).
     tol: float = 1e-5
     # The convention gap: MediaPipe's wrist keypoint lies distal of the datasets' wrist joint
     # centre, toward the middle MCP: +8.9, +14.0, +16.1, +4.6 mm on the four hands with 3D labels in
