@@ -228,7 +228,7 @@ def _residuals(model, x: torch.Tensor, ev: _Evidence, cfg: FitConfig,
         # the landmarks' 3D frame is not the camera's: compare shapes after the best rotation about
         # the root (per row of the batch, so the Jacobian sees the rotation follow the hand)
         rel = J - J[:, :1]
-        R = proper_rotation(rel.mT @ ev.world)[0]  # (B, 3, 3): R · landmark ≈ joint
+        R = _target_rotation(rel, ev.world)  # (B, 3, 3): R · landmark ≈ joint
         out["world"] = 1000.0 * cfg.world_weight * (rel - ev.world @ R.mT).flatten(1)
         if "orientation" in terms and ev.R_net is not None:  # the fit's turn of the target vs the network's
             w = cfg.network_orientation * ev.w_orient.sqrt()
@@ -240,6 +240,12 @@ def _residuals(model, x: torch.Tensor, ev: _Evidence, cfg: FitConfig,
         if cfg.laplacian:
             out["laplacian"] = cfg.laplacian * x[:, _BETA] @ ev.lap.T
     return out
+
+
+def _target_rotation(rel: torch.Tensor, world: torch.Tensor) -> torch.Tensor:
+    """(B, 3, 3) the rotations R about the root with R · world ≈ rel for root-relative joints (B, 21, 3)
+    and a root-relative 3D target (21, 3) in its own frame (Kabsch, :func:`metrics.proper_rotation`)."""
+    return proper_rotation(rel.mT @ world)[0]
 
 
 def _turn_deg(R: torch.Tensor, R_ref: torch.Tensor) -> torch.Tensor:
@@ -425,8 +431,7 @@ def _fit(kp2d, K, world, side, cfg, arrays, t0, feature, R_net) -> FitResult:
         e = (project(J[None], ev.K, MIN_DEPTH)[0] - ev.kp2d).norm(dim=-1)
         ev.w2d = ev.w2d_base / (1.0 + (e / cfg.robust_px) ** 2)  # Cauchy IRLS: gross outliers fade out
         if ev.R_net is not None:  # and a network far from the fit's orientation fades the same way
-            rel = J - J[:1]
-            turn = _turn_deg(proper_rotation((rel.T @ ev.world)[None])[0], ev.R_net).norm()
+            turn = _turn_deg(_target_rotation((J - J[:1])[None], ev.world), ev.R_net).norm()
             ev.w_orient = 1.0 / (1.0 + (turn / cfg.orientation_robust_deg) ** 2)
 
     fn = lambda X: _stack(_residuals(model, X, ev, cfg))  # noqa: E731
