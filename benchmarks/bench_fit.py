@@ -4,7 +4,8 @@ Target (issue #15): ≤ 0.3 s for the fit and ≤ 0.5 s end to end (detection + 
 2 CPU cores. Runs on the annotated frames in ``../shared/realdata/mmpose_testdata`` (research-only,
 read in place) with their true focal lengths; each photo is detected and every detected hand goes
 through ``predict(keypoints=, world=)`` ``--runs`` times: the shipped network on the detection's
-crop (its joints join the fit's 3D target, ``FitConfig.network_share``), :func:`handlib.fit.fit_hand`,
+crop (its joints join the fit's 3D target and steer its orientation, ``FitConfig.network_share``
+and ``network_orientation``), :func:`handlib.fit.fit_hand`,
 the silhouette. Medians are reported: the fit alone, and detection + the whole ``predict`` call. The
 first detection and prediction (model loading) are not timed.
 Detection runs as ``predict`` runs it: ``--detector torch`` (handlib.pretrained, the default) or

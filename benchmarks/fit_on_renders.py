@@ -21,7 +21,6 @@ import argparse
 import dataclasses
 
 import numpy as np
-import torch
 
 
 def rotation_deg(P: np.ndarray, G: np.ndarray) -> float:
@@ -33,13 +32,12 @@ def rotation_deg(P: np.ndarray, G: np.ndarray) -> float:
 
 
 def scores(P, G, j2d, kp2d) -> tuple:
-    """(root-relative mm, PA mm, rotation °, 2D px) of joints P against G; 2D is NaN without j2d."""
-    from handlib.metrics import align_procrustes, align_root
+    """(root-relative mm, PA mm, rotation °, 2D px) of joints P against G (``eval-real``'s 3D scores)."""
+    from handlib.real_eval import scores_3d
 
-    p, g = torch.as_tensor(np.asarray(P, np.float64))[None], torch.as_tensor(np.asarray(G, np.float64))[None]
-    err = lambda a: 1000 * float((a - g).norm(dim=-1).mean())  # noqa: E731
-    e2d = float(np.linalg.norm(j2d - kp2d, axis=1).mean()) if j2d is not None else float("nan")
-    return err(align_root(p, g)), err(align_procrustes(p, g)), rotation_deg(np.asarray(P), G), e2d
+    s = scores_3d(np.asarray(P, np.float64), np.asarray(G, np.float64))
+    e2d = float(np.linalg.norm(j2d - kp2d, axis=1).mean())
+    return s["mpjpe_mm"], s["pa_mpjpe_mm"], rotation_deg(np.asarray(P), G), e2d
 
 
 def main(argv=None) -> None:

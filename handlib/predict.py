@@ -344,7 +344,8 @@ def predict(model, image, box=None, focal: float | None = None, left: bool = Fal
             ``keypoints`` and ``refine_steps`` = 0 the mesh is then :func:`handlib.fit.fit_hand`'s
             fit to both (``evidence`` gets "+fit"); the network's estimate is still computed
             (``j2d_evidence``): its joints join the world landmarks in the fit's 3D target
-            (``FitConfig.network_share``; :func:`handlib.fit.fuse_landmarks`).
+            (``FitConfig.network_share``; :func:`handlib.fit.fuse_landmarks`) and their orientation
+            is a prior on the fit's (``FitConfig.network_orientation``).
         crop_keypoints: optional (21, 2) image pixels that place the crop of a network trained on
             upright crops (``ModelConfig.crop == "upright"``, :func:`crop_upright`); default
             ``keypoints``. Without either such a network gets ``box``'s crop, unturned. A box-crop
@@ -480,7 +481,8 @@ def _fit_detection(model, keypoints, world, K_img: np.ndarray, crop: Crop, left:
     verts, joints, h (of ``HandModel(side)`` in the image's camera), its silhouette in the crop, and
     the fit's final costs with its iteration count. ``x``: the network's input (:func:`network_view`)
     for Eq. 13's term (b) when ``fit_cfg.feature`` > 0; ``network``: its (21, 3) joints in the
-    image's camera, mixed into the world term's target (``FitConfig.network_share``)."""
+    image's camera, mixed into the world term's target (``FitConfig.network_share``) and a prior
+    on the fit's orientation (``FitConfig.network_orientation``)."""
     from .fit import FitConfig, fit_hand
     from .rotations import axis_angle_to_quaternion
 

@@ -10,7 +10,8 @@ scores every labelled hand, per source, along these paths:
   keypoints, 21 world landmarks); ``predict`` runs the network on the detection's crop and
   :func:`handlib.fit.fit_hand` fits the hand model to the keypoints and to the mix of the world
   landmarks with the network's joints (``FitConfig.network_share``; inverse kinematics from that
-  mix, then Levenberg–Marquardt on the 2D keypoints).
+  mix, then Levenberg–Marquardt on the 2D keypoints, with the network's orientation as a prior,
+  ``FitConfig.network_orientation``).
 * **MediaPipe + Eq. 13** (``pretrained``): the network's estimate in the detected box, refined with
   Eq. 13 whose term (a) fits MediaPipe's keypoints (the paper's refinement, external keypoints).
 * **MediaPipe alone**: its 2D keypoints (``mediapipe_2d``) and its world landmarks
@@ -48,7 +49,8 @@ from .metrics import align_procrustes, align_root, align_rotation, align_scale
 from .progress import bar, echo
 from .skeleton import keypoint_box
 
-__all__ = ["RealEvalConfig", "match_detections", "score_frame", "evaluate_real", "summarize", "real_table"]
+__all__ = ["RealEvalConfig", "match_detections", "score_frame", "evaluate_real", "summarize", "real_table",
+           "scores_3d"]
 PATHS = {"fit": "MediaPipe + fit", "pretrained": "MediaPipe + Eq. 13", "mediapipe_2d": "MediaPipe keypoints",
          "mediapipe_world": "MediaPipe world landmarks", "network": "handlib network alone (GT crop)"}
 
@@ -72,7 +74,13 @@ def _scores_2d(pred: np.ndarray, frame: RealFrame, fraction: float) -> dict:
 def _scores_3d(pred: np.ndarray, frame: RealFrame) -> dict:
     if frame.kp3d is None or not frame.valid.all():
         return {}
-    p, g = torch.as_tensor(pred)[None], torch.as_tensor(frame.kp3d)[None]
+    return scores_3d(pred, frame.kp3d)
+
+
+def scores_3d(pred: np.ndarray, gt: np.ndarray) -> dict:
+    """(21, 3) predicted against (21, 3) true joints, metres → the four 3D errors in mm: mpjpe_mm
+    (root-relative), pa_mpjpe_mm (Procrustes), rot_mpjpe_mm, scale_mpjpe_mm (below)."""
+    p, g = torch.as_tensor(pred)[None], torch.as_tensor(gt)[None]
     err = lambda aligned: 1000 * float((aligned - g).norm(dim=-1).mean())  # noqa: E731  mm
     # JSON only: rot_mpjpe forgives the orientation (not the size), scale_mpjpe the size (not the
     # orientation) as the synthetic eval does
