@@ -72,6 +72,10 @@ class PretrainedConfig:
     min_presence_confidence: float = 0.5  # landmark model's "a hand is here"
     swap_handedness: bool = False  # swap MediaPipe's Left/Right label (see the module docstring)
     box_margin: float = 1.0  # box = this × the keypoints' tight box (predict adds Eq. 8's 1.5 itself)
+    # ours, the torch runtime only (pretrained.HandFinder): when MediaPipe's single look finds no hand,
+    # look again with a lower palm threshold and in windows (pretrained.SecondLook).
+    # The mediapipe runtime always looks once.
+    second_look: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

@@ -49,8 +49,9 @@ from .tflite import load_tflite
 
 __all__ = ["HandLandmarks", "HandLandmarkNet", "Palms", "PalmDetector", "ssd_anchors", "decode_palms",
            "weighted_nms", "box_iou", "palm_to_roi", "landmarks_to_roi", "roi_grid", "roi_to_image",
-           "HandsFound", "find_hands", "detect_hands", "HandFinder", "open_detector", "RUNTIMES",
-           "read_task_member", "runtime_outputs", "LANDMARK_MEMBER", "PALM_MEMBER", "TASKS_TARGET_ANGLE"]
+           "HandsFound", "SecondLook", "find_hands", "detect_hands", "HandFinder", "open_detector",
+           "RUNTIMES", "read_task_member", "runtime_outputs", "LANDMARK_MEMBER", "PALM_MEMBER",
+           "TASKS_TARGET_ANGLE"]
 
 LANDMARK_MEMBER = "hand_landmarks_detector.tflite"
 PALM_MEMBER = "hand_detector.tflite"
@@ -409,37 +410,142 @@ class HandsFound:
     crops: torch.Tensor
 
 
+@dataclasses.dataclass(frozen=True)
+class SecondLook:
+    """A second look for hands that MediaPipe's single look misses (ours, not MediaPipe's).
+
+    MediaPipe letterboxes the whole photo into the palm detector's 192×192 input, so a hand that is
+    small in the frame, or lit unlike its training photos, can score below the palm threshold while
+    the landmark network, shown that hand, is sure of it. Measured on the shared frames
+    (``../shared/realdata/mmpose_testdata``): two FreiHAND hands score 0.23 and 0.48 as palms (threshold
+    0.5) with presence 0.92 and 1.0; three InterHand hands score no palm above 0.1 in the whole frame,
+    but 0.16–0.34 with presence 0.96–1.0 in windows of 0.75 × the frame's long side. So when the first
+    look finds fewer hands than asked for, :func:`find_hands` looks again — palms down to
+    ``min_detection``, in the whole photo and in its four corner windows of ``window`` × its long side,
+    merged by weighted NMS — and keeps a new hand only if the landmark network's presence passes the
+    same ``min_presence`` as the first look's and its landmarks are not a hand already found.
+    Only when the first look finds none: a second look costs four more palm passes and a landmark
+    pass per candidate, and looking for a missing second hand on every one-hand photo found
+    spurious small "hands" (presence 0.5–0.6) in two of the eight FreiHAND frames.
+    """
+
+    min_detection: float = 0.1  # palm score threshold of the second look (presence still gates)
+    window: float = 0.75  # side of the corner windows, × the photo's long side
+    same_hand: float = 0.15  # a new hand whose landmarks are this close (mean, × the found hand's box
+    #                          side) to a found hand's is that hand again
+
+    def __post_init__(self):
+        if not 0.0 < self.min_detection < 1.0:
+            raise ValueError(f"SecondLook.min_detection: expected in (0, 1), got {self.min_detection}")
+        if not 0.0 < self.window <= 1.0:
+            raise ValueError(f"SecondLook.window: expected in (0, 1], got {self.window}")
+        if self.same_hand <= 0.0:
+            raise ValueError(f"SecondLook.same_hand: expected > 0, got {self.same_hand}")
+
+    def windows(self, H: int, W: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The squares to look in: the letterboxed photo, then its corner windows (duplicates once).
+
+        Returns:
+            centers (N, 2) and sides (N,), image pixels.
+        """
+        L = float(max(H, W))
+        s = self.window * L
+        xs = sorted({min(s, W) / 2, W - min(s, W) / 2})
+        ys = sorted({min(s, H) / 2, H - min(s, H) / 2})
+        centers = [(W / 2, H / 2)] + [(x, y) for y in ys for x in xs]
+        sides = [L] + [s] * (len(centers) - 1)
+        return torch.tensor(centers), torch.tensor(sides)
+
+
+def _palms_in(image: torch.Tensor, palm: PalmDetector, centers: torch.Tensor, sides: torch.Tensor,
+              min_score: float, max_detections: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Palms in N square windows of an image, merged (weighted NMS) in image pixels.
+
+    Each window (zero outside the photo: MediaPipe's letterbox) is resized to the detector's input.
+    With one window centred on the photo, of its long side, this is MediaPipe's palm stage.
+
+    Returns:
+        boxes (D, 4) (x_min, y_min, x_max, y_max), keypoints (D, 7, 2), scores (D,), best first.
+    """
+    _, H, W = image.shape
+    centers, sides = centers.to(image), sides.to(image)
+    grid = roi_grid(centers, sides, torch.zeros_like(sides), PALM_SIZE, H, W)
+    windows = F.grid_sample(image[None].expand(len(sides), -1, -1, -1), grid, mode="bilinear",
+                            padding_mode="zeros", align_corners=False)
+    boxes, keypoints, scores = palm.decode(windows)  # (N, A, ·), normalised to each window
+    corner = centers - sides[:, None] / 2  # (N, 2)
+    boxes = corner.repeat(1, 2)[:, None] + boxes * sides[:, None, None]
+    keypoints = corner[:, None, None] + keypoints * sides[:, None, None, None]
+    keep = scores >= min_score
+    return weighted_nms(boxes[keep], keypoints[keep], scores[keep], palm.iou_threshold, max_detections)
+
+
+def _hands_at(image: torch.Tensor, net: HandLandmarkNet, boxes: torch.Tensor, keypoints: torch.Tensor,
+              scores: torch.Tensor, min_presence: float) -> HandsFound:
+    """The landmark stage on palms (image pixels): rotated hand regions, landmarks, presence gate."""
+    _, H, W = image.shape
+    center, side, rotation = palm_to_roi(boxes, keypoints)
+    if not len(side):
+        return _no_hands(image)
+    grid = roi_grid(center, side, rotation, LANDMARK_SIZE, H, W)
+    crops = F.grid_sample(image[None].expand(len(side), -1, -1, -1), grid, mode="bilinear",
+                          padding_mode="border", align_corners=False)
+    out = net(crops)
+    keep = out.presence >= min_presence
+    kp = roi_to_image(out.landmarks[..., :2], center, side, rotation, LANDMARK_SIZE) - 0.5
+    world = torch.cat([_rotate(out.world[..., :2], rotation), out.world[..., 2:]], -1)
+    return HandsFound(kp[keep], world[keep], out.handedness[keep], out.presence[keep], scores[keep],
+                      center[keep], side[keep], rotation[keep], crops[keep])
+
+
+def _no_hands(image: torch.Tensor) -> HandsFound:
+    z = image.new_zeros
+    return HandsFound(z(0, 21, 2), z(0, 21, 3), z(0), z(0), z(0), z(0, 2), z(0), z(0), z(0, 3, 224, 224))
+
+
+def _new_hands(found: HandsFound, more: HandsFound, same_hand: float, max_hands: int) -> HandsFound:
+    """``found`` plus the hands of ``more`` (most present first) that are none of the hands kept so far,
+    up to ``max_hands`` in all."""
+    kept = [found.kp2d[i] for i in range(len(found.kp2d))]
+    take = []
+    for i in torch.argsort(more.presence, descending=True, stable=True).tolist():
+        if len(kept) >= max_hands:
+            break
+        kp = more.kp2d[i]
+        if any((kp - k).norm(dim=-1).mean() < same_hand * (k.amax(0) - k.amin(0)).max() for k in kept):
+            continue
+        kept.append(kp)
+        take.append(i)
+    idx = torch.tensor(take, dtype=torch.long, device=more.kp2d.device)
+    return HandsFound(*(torch.cat([getattr(found, f.name), getattr(more, f.name)[idx]])
+                        for f in dataclasses.fields(HandsFound)))
+
+
 def find_hands(image: torch.Tensor, palm: PalmDetector, net: HandLandmarkNet, max_hands: int = 2,
-               min_presence: float = 0.5) -> HandsFound:
+               min_presence: float = 0.5, second_look: SecondLook | None = None) -> HandsFound:
     """MediaPipe's hand pipeline in torch (differentiable from the crops on).
 
     Args:
         image: (3, H, W) RGB in [0, 1] on the models' device.
+        second_look: when the first look finds no hand, look again (:class:`SecondLook`); None:
+            MediaPipe's single look.
     Returns:
-        :class:`HandsFound` with D ≤ ``max_hands`` hands whose presence ≥ ``min_presence``.
+        :class:`HandsFound` with D ≤ ``max_hands`` hands whose presence ≥ ``min_presence`` (the first
+        look's first, in its order).
     """
     _, H, W = image.shape
-    L = float(max(H, W))  # letterbox: the whole image, centred in a square of its long side
-    one = image.new_ones(1)
-    lb_center = image.new_tensor([[W / 2, H / 2]])
-    grid = roi_grid(lb_center, one * L, one * 0, PALM_SIZE, H, W)
-    letterboxed = F.grid_sample(image[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    palms = palm(letterboxed, max_detections=max_hands)[0]
-    corner = lb_center - L / 2
-    boxes = corner.repeat(1, 2) + palms.boxes * L  # letterbox-normalised → image pixels
-    center, side, rotation = palm_to_roi(boxes, corner + palms.keypoints * L)
-    grid = roi_grid(center, side, rotation, LANDMARK_SIZE, H, W)
-    crops = F.grid_sample(image[None].expand(len(side), -1, -1, -1), grid, mode="bilinear",
-                          padding_mode="border", align_corners=False)
-    out = net(crops) if len(side) else None
-    keep = out.presence >= min_presence if out is not None else torch.zeros(0, dtype=torch.bool)
-    if out is None or not keep.any():
-        z = image.new_zeros
-        return HandsFound(z(0, 21, 2), z(0, 21, 3), z(0), z(0), z(0), z(0, 2), z(0), z(0), z(0, 3, 224, 224))
-    kp = roi_to_image(out.landmarks[..., :2], center, side, rotation, LANDMARK_SIZE) - 0.5
-    world = torch.cat([_rotate(out.world[..., :2], rotation), out.world[..., 2:]], -1)
-    return HandsFound(kp[keep], world[keep], out.handedness[keep], out.presence[keep], palms.scores[keep],
-                      center[keep], side[keep], rotation[keep], crops[keep])
+    whole = (image.new_tensor([[W / 2, H / 2]]), image.new_tensor([float(max(H, W))]))
+    palms = _palms_in(image, palm, *whole, palm.min_score, max_hands)
+    found = _hands_at(image, net, *palms, min_presence)
+    if second_look is None or len(found.kp2d):
+        return found
+    boxes, keypoints, scores = _palms_in(image, palm, *second_look.windows(H, W), second_look.min_detection,
+                                         2 * max_hands + 2)
+    seen = palms[0]  # palms the first look already showed the landmark network
+    new = [i for i in range(len(scores))
+           if not (len(seen) and (box_iou(boxes[i], seen) > palm.iou_threshold).any())]
+    more = _hands_at(image, net, boxes[new], keypoints[new], scores[new], min_presence)
+    return _new_hands(found, more, second_look.same_hand, max_hands)
 
 
 _MODELS: dict = {}
@@ -454,7 +560,8 @@ def _models(path, device) -> tuple[PalmDetector, HandLandmarkNet]:
 
 
 def detect_hands(image, max_hands: int = 2, min_detection: float = 0.5, min_presence: float = 0.5,
-                 model_path=None, device=None, box_margin: float = 1.0) -> list[HandDetection]:
+                 model_path=None, device=None, box_margin: float = 1.0,
+                 second_look: SecondLook | None = None) -> list[HandDetection]:
     """Hands in a photo, like :class:`~handlib.evidence_pretrained.PretrainedEvidence` but in torch.
 
     Args:
@@ -462,6 +569,8 @@ def detect_hands(image, max_hands: int = 2, min_detection: float = 0.5, min_pres
         max_hands: palms kept after non-maximum suppression. min_detection: palm score threshold.
         min_presence: the landmark network's hand-presence threshold.
         model_path: a .task (default: the cache). device: where to run (default: the tensor's or cpu).
+        second_look: :class:`SecondLook` for the hands a single look misses; None (default): MediaPipe's
+            single look, equal to the runtime's (:class:`HandFinder` turns it on).
     Returns:
         :class:`HandDetection` list, best handedness score first (as the runtime's conversion).
     """
@@ -475,7 +584,7 @@ def detect_hands(image, max_hands: int = 2, min_detection: float = 0.5, min_pres
     palm, net = _models(model_path, x.device)
     palm.min_score = min_detection
     with torch.no_grad():
-        found = find_hands(x, palm, net, max_hands, min_presence)
+        found = find_hands(x, palm, net, max_hands, min_presence, second_look)
     out = []
     for kp, world, p in zip(found.kp2d.double().cpu().numpy(), found.world.double().cpu().numpy(),
                             found.handedness.double().cpu().tolist()):
@@ -495,25 +604,30 @@ class HandFinder:
 
     ``with HandFinder() as finder: finder.detect(image)`` — what ``predict``, ``eval-real``, the fit
     benchmark and notebook 09 use by default. Needs torch and the checksummed ``.task`` only (not the
-    ``mediapipe`` package); the two networks are read once per (model file, device).
+    ``mediapipe`` package); the two networks are read once per (model file, device). Unlike the
+    runtime it takes a :class:`SecondLook` when the first finds no hand
+    (``PretrainedConfig.second_look``, on by default).
 
     Args:
         cfg: :class:`~handlib.evidence_pretrained.PretrainedConfig` (thresholds, number of hands,
-            ``swap_handedness``, ``box_margin``, ``model_path``), the same settings as the runtime's.
+            ``swap_handedness``, ``box_margin``, ``model_path``, ``second_look``).
         device: where the networks run (default cpu).
+        second_look: the second look's settings, used when ``cfg.second_look`` is on.
     Raises:
         FileNotFoundError naming the path (and how to fetch it) when the .task is absent.
     """
 
-    def __init__(self, cfg: PretrainedConfig = PretrainedConfig(), device=None):
+    def __init__(self, cfg: PretrainedConfig = PretrainedConfig(), device=None,
+                 second_look: SecondLook = SecondLook()):
         self.cfg, self.device = cfg, torch.device(device or "cpu")
+        self.second_look = second_look if cfg.second_look else None
         _models(cfg.model_path, self.device)  # read now: a missing file fails here, not on the first photo
 
     def detect(self, image) -> list[HandDetection]:
         """Hands in an (H, W, 3) uint8 RGB image, best first (empty when none is found)."""
         c = self.cfg
         dets = detect_hands(image, c.num_hands, c.min_detection_confidence, c.min_presence_confidence,
-                            c.model_path, self.device, c.box_margin)
+                            c.model_path, self.device, c.box_margin, self.second_look)
         return _swap_sides(dets) if c.swap_handedness else dets
 
     def close(self) -> None:
