@@ -112,8 +112,14 @@ class AblationConfig:
 
 
 def variant_configs(name: str, base: TrainConfig, mcfg: ModelConfig) -> tuple[TrainConfig, ModelConfig]:
-    """The training and model configs of variant ``name`` (``dataclasses.replace`` of the full ones)."""
+    """The training and model configs of variant ``name`` (``dataclasses.replace`` of the full ones).
+
+    ``full`` is the paper's whole method: Sec. 3.5's augmentation is on in it and in every variant but
+    ``no_augmentation``, even where the profile's recipe leaves it off (the ``cpu`` recipe does,
+    ``train.PRETRAINED_RECIPE``), so that ``no_augmentation`` measures it.
+    """
     name = SHARED.get(name, name)
+    base = dataclasses.replace(base, augment=dataclasses.replace(base.augment, enabled=True))
     w = base.weights
     if name == "full":
         return base, mcfg

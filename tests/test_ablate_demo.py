@@ -32,6 +32,15 @@ def test_each_variant_changes_exactly_what_it_names():
                        "no_refiner": ["regressor.use_refiner"],
                        "constant_shape_weight": ["weights.constant_shape_weight"],
                        "pose_only": ["weights.silhouette"]}
+    # the cpu recipe trains without Sec. 3.5; the ablation's full model still has it, and only
+    # no_augmentation turns it off
+    cpu = TrainConfig.from_profile(profile("cpu"))
+    assert not cpu.augment.enabled and base.augment.enabled
+    for name in VARIANTS:
+        t, _ = variant_configs(name, cpu, ModelConfig.from_profile(profile("cpu")))
+        assert t.augment.enabled == (name != "no_augmentation"), name
+        if name in ("full", "no_refinement", "no_refiner"):  # nothing else of the recipe changes
+            assert dataclasses.replace(t, augment=cpu.augment) == cpu, name
     with pytest.raises(ValueError, match="unknown"):
         AblationConfig(variants=("full", "no_such_thing"))
 
