@@ -420,10 +420,10 @@ class SecondLook:
     (``../shared/realdata/mmpose_testdata``): two FreiHAND hands score 0.23 and 0.48 as palms (threshold
     0.5) with presence 0.92 and 1.0; three InterHand hands score no palm above 0.1 in the whole frame,
     but 0.16–0.34 with presence 0.96–1.0 in windows of 0.75 × the frame's long side. So when the first
-    look finds fewer hands than asked for, :func:`find_hands` looks again — palms down to
+    look finds no hand, :func:`find_hands` looks again — palms down to
     ``min_detection``, in the whole photo and in its four corner windows of ``window`` × its long side,
     merged by weighted NMS — and keeps a new hand only if the landmark network's presence passes the
-    same ``min_presence`` as the first look's and its landmarks are not a hand already found.
+    same ``min_presence`` as the first look's and its landmarks are not a hand already kept.
     Only when the first look finds none: a second look costs four more palm passes and a landmark
     pass per candidate, and looking for a missing second hand on every one-hand photo found
     spurious small "hands" (presence 0.5–0.6) in two of the eight FreiHAND frames.
