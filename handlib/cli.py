@@ -203,10 +203,50 @@ def _check_data(folder: Path, eval_samples: int) -> None:
                        "or pass --eval-samples 0")
 
 
-def _train(args) -> int:
-    from .config import profile
+def set_field(cfg, path: str, text: str, full: str | None = None):
+    """``train --set PATH=VALUE``: ``cfg`` with the field at the dotted ``path`` (``lr``,
+    ``augment.enabled``, ``weights.feature``, …) replaced by ``VALUE`` read as a Python literal
+    (``False``, ``0.1``, ``('all', 'all')``; anything else is a string). The value must have the
+    field's type (an int where a float is expected is taken; a list where a tuple is, too), and the
+    dataclass's own checks run on it. Raises :class:`BadInput` naming ``--set PATH`` (``full``: the
+    whole path, when ``path`` is its tail inside a nested config)."""
+    import ast
+
+    full = full or path
+    flag = f"--set {full}"
+    head, _, rest = path.partition(".")
+    names = [f.name for f in dataclasses.fields(cfg)]
+    if head not in names:
+        raise BadInput(f"{flag}: {type(cfg).__name__} has no field {head!r} (fields: {', '.join(names)})")
+    old = getattr(cfg, head)
+    if rest:
+        if not dataclasses.is_dataclass(old):
+            raise BadInput(f"{flag}: {type(cfg).__name__}.{head} is a {type(old).__name__}, not a config "
+                           f"with fields")
+        value = set_field(old, rest, text, full)
+    else:
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        if isinstance(old, tuple) and isinstance(value, list):
+            value = tuple(value)
+        if isinstance(old, float) and type(value) is int:
+            value = float(value)
+        if old is not None and type(value) is not type(old):
+            raise BadInput(f"{flag}={text}: expected the field's type, {type(old).__name__} "
+                           f"(like {old!r}), got {type(value).__name__} {value!r}")
+    try:
+        return dataclasses.replace(cfg, **{head: value})
+    except ValueError as e:
+        raise BadInput(f"{flag}={text}: {e}") from None
+
+
+def train_config(args):
+    """The :class:`~handlib.train.TrainConfig` of ``train``'s arguments: the profile's, the flags,
+    then each ``--set`` in order."""
     from .progress import bars_enabled
-    from .train import TrainConfig, load_checkpoint, train
+    from .train import TrainConfig
 
     over = {k: v for k, v in (("steps", args.steps), ("stop_after", args.stop_after),
                               ("batch_size", args.batch_size), ("lr", args.lr), ("seed", args.seed),
@@ -215,7 +255,20 @@ def _train(args) -> int:
                               ("ckpt_every", args.ckpt_every), ("log_every", args.log_every))
             if v is not None}
     cfg = TrainConfig.from_profile(out=str(args.out), progress=bars_enabled(), **over)
-    if args.steps is not None and "warmup" not in over:
+    for item in args.set:
+        path, eq, text = item.partition("=")
+        if not eq or not path:
+            raise BadInput(f"--set {item}: expected PATH=VALUE, e.g. augment.enabled=True")
+        cfg = set_field(cfg, path.strip(), text.strip())
+    return cfg
+
+
+def _train(args) -> int:
+    from .config import profile
+    from .train import load_checkpoint, train
+
+    cfg = train_config(args)
+    if args.steps is not None and not any(item.startswith("warmup=") for item in args.set):
         cfg = dataclasses.replace(cfg, warmup=min(cfg.warmup, max(1, args.steps // 10)))
     if args.data is not None:
         _check_data(args.data, cfg.eval_samples)
@@ -223,7 +276,8 @@ def _train(args) -> int:
         ckpt = args.out / "checkpoint.pt"
         with _reading(f"--resume (--out {args.out})", None):
             load_checkpoint(ckpt)
-    print(f"profile {profile().name}: {cfg.steps} steps, batch {cfg.batch_size}, out {args.out}")
+    print(f"profile {profile().name}: {cfg.steps} steps, batch {cfg.batch_size}, out {args.out}"
+          + "".join(f", {item}" for item in args.set))
     train(cfg, resume=args.resume)
     return 0
 
@@ -461,6 +515,10 @@ def _add_train(sub) -> None:
                    help="held-out val samples scored at the end")
     t.add_argument("--ckpt-every", type=whole_number(1), default=None)
     t.add_argument("--log-every", type=whole_number(1), default=None)
+    t.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
+                   help="any TrainConfig field, dotted into its parts, as a Python literal; repeatable "
+                        "(e.g. --set augment.enabled=True --set \"finetune=('all', 'all')\" "
+                        "--set weights.feature=0)")
 
 
 def _add_eval(sub) -> None:

@@ -4,6 +4,7 @@ Every command (demo, train, eval, predict, ablate, eval-real, and data_scripts/m
 is driven through a table of bad inputs; the checks are the same for every row. Nothing here
 trains or scores: each row must fail before any work starts.
 """
+import dataclasses
 import importlib.util
 import io
 import os
@@ -84,6 +85,12 @@ BAD = [
     ("train --out {empty_dir} --resume", "--resume"),
     ("train --out {out_dir} --resume", "--resume"),  # a truncated checkpoint.pt
     ("train --steps -1", "--steps"),
+    ("train --set nope=1", "--set nope"),  # no such field
+    ("train --set augment.nope=1", "--set augment.nope"),
+    ("train --set lr.x=1", "--set lr.x"),  # lr has no fields
+    ("train --set augment.enabled=1", "--set augment.enabled"),  # an int where a bool is expected
+    ("train --set lr", "--set lr"),  # no value
+    ("train --set augment.warmup_epochs=-1", "--set augment.warmup_epochs"),  # the config's own check
     ("train --steps 0", "--steps"),
     ("train --batch-size 0", "--batch-size"),
     ("train --lr 0", "--lr"),
@@ -295,3 +302,19 @@ def test_a_stage_is_one_line_off_a_terminal_and_two_on_one(monkeypatch, capsys):
     with stage("[4/5] scores"):
         pass
     assert capsys.readouterr().out.splitlines()[0] == "[4/5] scores …"
+
+
+def test_train_set_reaches_any_field_of_the_config(ci):
+    """`train --set`: dotted paths into the nested configs, Python literals, the field's own type."""
+    args = cli.build_parser().parse_args(
+        ["train", "--out", "runs/x", "--steps", "7", "--set", "augment.enabled=False",
+         "--set", "finetune=['top', 'all']", "--set", "weights.feature=0", "--set", "lr=0.002",
+         "--set", "data=some/folder"])
+    cfg = cli.train_config(args)
+    base = TrainConfig.from_profile(out="runs/x", steps=7)
+    assert cfg.augment.enabled is False and base.augment.enabled is True
+    assert cfg.finetune == ("top", "all") and cfg.weights.feature == 0.0 and cfg.lr == 0.002
+    assert cfg.data == "some/folder" and cfg.steps == 7  # a bare word is a string
+    # nothing else moved
+    assert dataclasses.replace(cfg, augment=base.augment, finetune=base.finetune, weights=base.weights,
+                               lr=base.lr, data=None, warmup=base.warmup, progress=base.progress) == base
