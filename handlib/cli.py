@@ -243,8 +243,8 @@ def set_field(cfg, path: str, text: str, full: str | None = None):
 
 
 def train_config(args):
-    """The :class:`~handlib.train.TrainConfig` of ``train``'s arguments: the profile's, the flags,
-    then each ``--set`` in order."""
+    """The :class:`~handlib.train.TrainConfig` of ``train``'s arguments: the profile's, the flags
+    (``--steps`` also shortens the warm-up to a tenth of the steps), then each ``--set`` in order."""
     from .progress import bars_enabled
     from .train import TrainConfig
 
@@ -255,6 +255,8 @@ def train_config(args):
                               ("ckpt_every", args.ckpt_every), ("log_every", args.log_every))
             if v is not None}
     cfg = TrainConfig.from_profile(out=str(args.out), progress=bars_enabled(), **over)
+    if args.steps is not None:  # a short run gets a short warm-up (unless --set says otherwise)
+        cfg = dataclasses.replace(cfg, warmup=min(cfg.warmup, max(1, args.steps // 10)))
     for item in args.set:
         path, eq, text = item.partition("=")
         if not eq or not path:
@@ -268,8 +270,6 @@ def _train(args) -> int:
     from .train import load_checkpoint, train
 
     cfg = train_config(args)
-    if args.steps is not None and not any(item.startswith("warmup=") for item in args.set):
-        cfg = dataclasses.replace(cfg, warmup=min(cfg.warmup, max(1, args.steps // 10)))
     if args.data is not None:
         _check_data(args.data, cfg.eval_samples)
     if args.resume:

@@ -315,6 +315,9 @@ def test_train_set_reaches_any_field_of_the_config(ci):
     assert cfg.augment.enabled is False and base.augment.enabled is True
     assert cfg.finetune == ("top", "all") and cfg.weights.feature == 0.0 and cfg.lr == 0.002
     assert cfg.data == "some/folder" and cfg.steps == 7  # a bare word is a string
+    assert cfg.warmup == 1  # --steps 7 shortens the warm-up to max(1, 7 // 10) ...
+    args = cli.build_parser().parse_args(["train", "--steps", "7", "--set", "warmup=3"])
+    assert cli.train_config(args).warmup == 3  # ... unless --set says otherwise
     # nothing else moved
     assert dataclasses.replace(cfg, augment=base.augment, finetune=base.finetune, weights=base.weights,
                                lr=base.lr, data=None, warmup=base.warmup, progress=base.progress) == base
