@@ -56,7 +56,7 @@ from .camera import project
 from .checks import check_shape
 from .hand_model import H_DIM, HandModel
 from .model import DHPE, DHPEOutput, mask_image
-from .regressor import BETA, code_to_h, h_to_code
+from .regressor import BETA
 from .render import soft_silhouette
 
 __all__ = ["RefineConfig", "RefineResult", "Eq13Terms", "refined_target", "shape_laplacian_gram",
@@ -156,7 +156,7 @@ class RefineResult:
     """What :func:`refine` returns. All tensors detached.
 
     Attributes:
-        h: (B, 63) refined h. code: (B, 63) its network code.
+        h: (B, 63) refined h. code: (B, D) its network code (D = 63, or 65 with the 6-d rotation).
         verts: (B, V, 3), joints: (B, 21, 3) camera space; j2d: (B, 21, 2) projected joints, pixels.
         target: (B, 21, 2) the 2D target at the refined h (j2D_ref, or the fixed ``j2d_target``).
         silhouette: (B, S, S) R(h) of the refined mesh, or None when λ_F = 0.
@@ -187,7 +187,7 @@ def refined_target(model: DHPE, code: torch.Tensor, F: torch.Tensor, joints: tor
     half-crop units, j3D root-relative in ``j3d_unit``, Δj2D back to pixels).
 
     Args:
-        model: :class:`DHPE`. code: (B, 63) network code of h. F: (B, C) F(x).
+        model: :class:`DHPE`. code: (B, D) network code of h. F: (B, C) F(x).
         joints: (B, 21, 3) j3D(h), camera space. j2d_evidence: (B, 21, 2) heat-map j2D_0, pixels.
     Returns:
         (B, 21, 2) j2D_ref in crop pixels (the evidence itself when the model has no refiner).
@@ -232,7 +232,7 @@ def eq13_terms(model: DHPE, code: torch.Tensor, x: torch.Tensor, K: torch.Tensor
     """The three terms of Eq. 13 at one h (differentiable w.r.t. ``code``).
 
     Args:
-        model: :class:`DHPE`, frozen, in eval mode. code: (B, 63) network code of h.
+        model: :class:`DHPE`, frozen, in eval mode. code: (B, D) network code of h.
         x: (B, 3, S, S) normalised crop. K: (B, 3, 3) crop intrinsics. F: (B, C) F(x).
         j2d_evidence: (B, 21, 2) heat-map evidence j2D_0, pixels.
         cfg: :class:`RefineConfig` (weights select the terms; ``detach_target``, ``sigma``).
@@ -246,7 +246,7 @@ def eq13_terms(model: DHPE, code: torch.Tensor, x: torch.Tensor, K: torch.Tensor
         :class:`Eq13Terms`.
     """
     S, hm = model.cfg.image_size, model.hand_model
-    h = code_to_h(code, K, S, model.regressor.cfg.ref_extent)
+    h = model.regressor.code_to_h(code, K, S)
     mesh = hm.from_h(h)
     j2d = project(mesh.joints, K)
     if j2d_target is not None:
@@ -356,8 +356,7 @@ def _refine(model, x, K, out, cfg, j2d_target, j2d_valid=None) -> RefineResult:
     check_shape(F, "out.evidence.features", (B, model.evidence.feat_dim))
     j2d_ev = out.evidence.j2d.detach()
     check_shape(j2d_ev, "out.evidence.j2d", (B, 21, 2))
-    ref_extent = model.regressor.cfg.ref_extent
-    code = h_to_code(out.h.detach(), K, S, ref_extent).clone().requires_grad_(True)
+    code = model.regressor.h_to_code(out.h.detach(), K, S).clone().requires_grad_(True)
     update_mask = model.regressor.update_mask.to(code.dtype)  # s fixed unless the regressor learns it
     opt = (torch.optim.Adam([code], lr=cfg.lr) if cfg.optimizer == "adam"
            else torch.optim.SGD([code], lr=cfg.lr))

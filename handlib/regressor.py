@@ -24,6 +24,13 @@ Choices where the paper is silent (all in :class:`RegressorConfig`):
   wrist at the crop centre at depth z_ref.
 * **The update of the quaternion is additive**, then normalised in :func:`code_to_h` (as HMR adds
   to axis-angle).
+* **The rotation's representation and start are options** (``RegressorConfig.rotation`` / ``start``).
+  The paper's q is the default. A quaternion has a seam (q and −q are one rotation), and upright crops
+  put it in the data: the fingers point up, but the hand turns about them through a full circle (on
+  300 synthetic crops the mean rotation matrix has singular values 0.76, 0.06, 0.03), so hands that
+  turn past 180° from h_0 sit on it. "6d" (Zhou et al. 2019: two columns of R, Gram–Schmidt) is
+  continuous; the code is then 65-d. ``start="upright"`` begins from fingers-up (:data:`R_UPRIGHT`)
+  instead of the model's rest frame, which is 90–180° from every upright crop's hand.
 * **Scale s is not learnt by default** (``learn_scale=False``): under perspective projection s and
   depth are indistinguishable (s·X + t and 2s·X + 2t project identically), and the articulation
   loss (Eq. 8) is scale-free, so only β fixes the hand's metric size.
@@ -41,12 +48,27 @@ from torch import nn
 from .camera import project
 from .checks import check_shape
 from .hand_model import H_DIM
+from .rotations import (
+    matrix_to_quaternion,
+    matrix_to_rotation_6d,
+    quaternion_to_matrix,
+    rotation_6d_to_matrix,
+)
 
 __all__ = ["RegressorConfig", "IterativeRegressor", "RegressorOutput", "h_to_code", "code_to_h",
-           "initial_code", "normalize_uv", "denormalize_uv", "mlp"]
+           "initial_code", "code_dim", "normalize_uv", "denormalize_uv", "mlp", "ROTATIONS", "STARTS",
+           "R_UPRIGHT"]
 
-# slices of h (and of its code): q, θ, β, s, t
+# slices of h (and of a quaternion code): q, θ, β, s, t
 Q, THETA, BETA, SCALE, TRANS = slice(0, 4), slice(4, 49), slice(49, 59), slice(59, 60), slice(60, 63)
+# code entries holding the global rotation, per representation (RegressorConfig.rotation)
+ROTATIONS = {"quaternion": 4, "6d": 6}
+# h_0's global rotation (RegressorConfig.start)
+STARTS = ("identity", "upright")
+# "upright": the model's +x (wrist ← fingers) along the camera's +y, so the fingers point up in the
+# crop, as an upright crop puts them (data.transforms.upright_angle); its z along the optical axis.
+R_UPRIGHT = ((0.0, -1.0, 0.0), (1.0, 0.0, 0.0), (0.0, 0.0, 1.0))
+_TAIL = H_DIM - 4  # θ, β, log s, u_n, v_n, log z: the 59 code entries after the rotation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +84,30 @@ class RegressorConfig:
     learn_scale: bool = False  # see the module docstring: s and depth are not separable (ours)
     init_gain: float = 0.01  # Xavier gain of each output layer: updates start near 0 (HMR's choice)
     dropout: float = 0.0  # between hidden layers (HMR: 0.5); unused with hidden == ()
+    # How the code holds the global rotation (see the module docstring). "quaternion": h's own q
+    # (the paper's 4-d q); "6d": two columns of R (Zhou et al. 2019), continuous where q has a seam.
+    rotation: str = "quaternion"
+    # h_0's rotation: "identity" (the model's rest frame) or "upright" (R_UPRIGHT: fingers up).
+    start: str = "identity"
+
+    def __post_init__(self):
+        if self.rotation not in ROTATIONS:
+            raise ValueError(f"RegressorConfig.rotation: expected one of {tuple(ROTATIONS)}, "
+                             f"got {self.rotation!r}")
+        if self.start not in STARTS:
+            raise ValueError(f"RegressorConfig.start: expected one of {STARTS}, got {self.start!r}")
+
+    @property
+    def code_dim(self) -> int:
+        """Length of the code: 63 with a quaternion, 65 with the 6-d rotation."""
+        return code_dim(self.rotation)
+
+
+def code_dim(rotation: str = "quaternion") -> int:
+    """Length of the network code of h for a rotation representation (:data:`ROTATIONS`)."""
+    if rotation not in ROTATIONS:
+        raise ValueError(f"rotation: expected one of {tuple(ROTATIONS)}, got {rotation!r}")
+    return ROTATIONS[rotation] + _TAIL
 
 
 def normalize_uv(uv: torch.Tensor, image_size: int) -> torch.Tensor:
@@ -79,41 +125,64 @@ def _z_ref(K: torch.Tensor, image_size: int, ref_extent: float) -> torch.Tensor:
     return K[:, 0, 0] * ref_extent / image_size  # (B,)
 
 
-def code_to_h(code: torch.Tensor, K: torch.Tensor, image_size: int, ref_extent: float = 0.2) -> torch.Tensor:
+def _code_to_q(rot: torch.Tensor, rotation: str) -> torch.Tensor:
+    if rotation == "quaternion":
+        return Fn.normalize(rot, dim=-1, eps=1e-8)
+    return matrix_to_quaternion(rotation_6d_to_matrix(rot))
+
+
+def _q_to_code(q: torch.Tensor, rotation: str) -> torch.Tensor:
+    return q if rotation == "quaternion" else matrix_to_rotation_6d(quaternion_to_matrix(q))
+
+
+def code_to_h(code: torch.Tensor, K: torch.Tensor, image_size: int, ref_extent: float = 0.2,
+              rotation: str = "quaternion") -> torch.Tensor:
     """Network code → the 63-d h of Sec. 3.2 in camera space (metres), for the crop camera K.
 
     Args:
-        code: (B, 63) [q (4), θ (45), β (10), log s (1), u_n, v_n (2), log(z / z_ref) (1)].
+        code: (B, D) [rotation (4 or 6), θ (45), β (10), log s (1), u_n, v_n (2), log(z / z_ref) (1)],
+            D = :func:`code_dim` of ``rotation``: 63 for "quaternion", 65 for "6d".
         K: (B, 3, 3) crop intrinsics. image_size: crop side S.
     Returns:
         (B, 63) h = [q / ‖q‖, θ, β, s, t], t the wrist in camera space.
     """
-    check_shape(code, "code", (None, H_DIM))
+    check_shape(code, "code", (None, code_dim(rotation)))
     check_shape(K, "K", (code.shape[0], 3, 3))
-    q = Fn.normalize(code[:, Q], dim=-1, eps=1e-8)
-    s = code[:, SCALE].exp()
-    uv = denormalize_uv(code[:, 60:62], image_size)  # (B, 2) wrist pixel
-    z = _z_ref(K, image_size, ref_extent)[:, None] * code[:, 62:63].exp()  # (B, 1)
+    r = ROTATIONS[rotation]
+    q = _code_to_q(code[:, :r], rotation)
+    tail = code[:, r:]  # θ 0:45, β 45:55, log s 55, uv 56:58, log z 58
+    s = tail[:, 55:56].exp()
+    uv = denormalize_uv(tail[:, 56:58], image_size)  # (B, 2) wrist pixel
+    z = _z_ref(K, image_size, ref_extent)[:, None] * tail[:, 58:59].exp()  # (B, 1)
     xy = (uv - K[:, :2, 2]) * z / torch.stack([K[:, 0, 0], K[:, 1, 1]], dim=-1)
-    return torch.cat([q, code[:, THETA], code[:, BETA], s, xy, z], dim=-1)
+    return torch.cat([q, tail[:, :55], s, xy, z], dim=-1)
 
 
-def h_to_code(h: torch.Tensor, K: torch.Tensor, image_size: int, ref_extent: float = 0.2) -> torch.Tensor:
+def h_to_code(h: torch.Tensor, K: torch.Tensor, image_size: int, ref_extent: float = 0.2,
+              rotation: str = "quaternion") -> torch.Tensor:
     """Inverse of :func:`code_to_h` (for a unit quaternion and positive s and depth)."""
     check_shape(h, "h", (None, H_DIM))
     check_shape(K, "K", (h.shape[0], 3, 3))
     t = h[:, TRANS]
     uv = t[:, :2] / t[:, 2:] * torch.stack([K[:, 0, 0], K[:, 1, 1]], dim=-1) + K[:, :2, 2]
     logz = (t[:, 2] / _z_ref(K, image_size, ref_extent)).log()[:, None]
-    parts = [h[:, Q], h[:, THETA], h[:, BETA], h[:, SCALE].log(), normalize_uv(uv, image_size), logz]
+    parts = [_q_to_code(h[:, Q], rotation), h[:, THETA], h[:, BETA], h[:, SCALE].log(),
+             normalize_uv(uv, image_size), logz]
     return torch.cat(parts, dim=-1)
 
 
-def initial_code(batch: int, dtype=torch.float32, device=None) -> torch.Tensor:
-    """h_0 in code space: zeros except q_w = 1 (identity rotation, mean pose, mean shape, s = 1,
-    wrist at the crop centre at depth z_ref). (B, 63)."""
-    code = torch.zeros(batch, H_DIM, dtype=dtype, device=device)
-    code[:, 0] = 1.0
+def initial_code(batch: int, dtype=torch.float32, device=None, rotation: str = "quaternion",
+                 start: str = "identity") -> torch.Tensor:
+    """h_0 in code space: the rotation of ``start`` (identity: q = (1, 0, 0, 0); upright:
+    :data:`R_UPRIGHT`), the mean pose, mean shape, s = 1 and the wrist at the crop centre at depth
+    z_ref, i.e. zeros after the rotation entries. (B, :func:`code_dim`)."""
+    if start not in STARTS:
+        raise ValueError(f"start: expected one of {STARTS}, got {start!r}")
+    R = torch.eye(3, dtype=dtype, device=device) if start == "identity" else \
+        torch.tensor(R_UPRIGHT, dtype=dtype, device=device)
+    rot = _q_to_code(matrix_to_quaternion(R)[None], rotation)
+    code = torch.zeros(batch, code_dim(rotation), dtype=dtype, device=device)
+    code[:, :rot.shape[-1]] = rot
     return code
 
 
@@ -164,20 +233,34 @@ class IterativeRegressor(nn.Module):
         if cfg.iterations < 1:
             raise ValueError(f"iterations: expected ≥ 1, got {cfg.iterations}")
         self.cfg, self.feat_dim = cfg, feat_dim
-        self.reg = mlp(feat_dim + 42 + H_DIM, cfg.hidden, H_DIM, cfg.dropout, cfg.init_gain)  # Eq. 4
+        D = cfg.code_dim
+        self.reg = mlp(feat_dim + 42 + D, cfg.hidden, D, cfg.dropout, cfg.init_gain)  # Eq. 4
         # Eq. 6: [h, F, j3D, j2D] → Δj2D
-        self.ref = mlp(H_DIM + feat_dim + 63 + 42, cfg.refiner_hidden, 42, cfg.dropout, cfg.init_gain)
-        mask = torch.ones(H_DIM)
+        self.ref = mlp(D + feat_dim + 63 + 42, cfg.refiner_hidden, 42, cfg.dropout, cfg.init_gain)
+        mask = torch.ones(D)
         if not cfg.learn_scale:
-            mask[SCALE] = 0.0
+            mask[D - 4] = 0.0  # log s: the fourth entry from the end of the code
         self.register_buffer("update_mask", mask, persistent=False)
+
+    def code_to_h(self, code: torch.Tensor, K: torch.Tensor, image_size: int) -> torch.Tensor:
+        """:func:`code_to_h` with this regressor's rotation and reference extent."""
+        return code_to_h(code, K, image_size, self.cfg.ref_extent, self.cfg.rotation)
+
+    def h_to_code(self, h: torch.Tensor, K: torch.Tensor, image_size: int) -> torch.Tensor:
+        """:func:`h_to_code` with this regressor's rotation and reference extent."""
+        return h_to_code(h, K, image_size, self.cfg.ref_extent, self.cfg.rotation)
+
+    def initial_code(self, batch: int, dtype=torch.float32, device=None) -> torch.Tensor:
+        """:func:`initial_code` of this regressor's rotation representation and start."""
+        return initial_code(batch, dtype, device, self.cfg.rotation, self.cfg.start)
 
     def forward(self, F: torch.Tensor, j2d: torch.Tensor, K: torch.Tensor, hand_model: nn.Module,
                 image_size: int, code0: torch.Tensor | None = None) -> RegressorOutput:
         """Args:
             F: (B, C) image feature F(x). j2d: (B, 21, 2) 2D evidence, crop pixels.
             K: (B, 3, 3) crop intrinsics. hand_model: a right :class:`~handlib.hand_model.HandModel`.
-            image_size: crop side S. code0: optional (B, 63) start (default :func:`initial_code`).
+            image_size: crop side S.
+            code0: optional (B, D) start (default :meth:`initial_code`); D = ``cfg.code_dim``.
         Returns:
             :class:`RegressorOutput`.
         """
@@ -186,10 +269,10 @@ class IterativeRegressor(nn.Module):
         check_shape(j2d, "j2d", (B, 21, 2))
         check_shape(K, "K", (B, 3, 3))
         if code0 is not None:
-            check_shape(code0, "code0", (B, H_DIM))
+            check_shape(code0, "code0", (B, self.cfg.code_dim))
         cfg = self.cfg
-        code = initial_code(B, F.dtype, F.device) if code0 is None else code0
-        to_h = lambda c: code_to_h(c, K, image_size, cfg.ref_extent)  # noqa: E731
+        code = self.initial_code(B, F.dtype, F.device) if code0 is None else code0
+        to_h = lambda c: self.code_to_h(c, K, image_size)  # noqa: E731
         out = RegressorOutput(code=[code], h=[to_h(code)], verts=[], joints=[], j2d_proj=[], j2d=[j2d])
         for _ in range(cfg.iterations):
             x2d = normalize_uv(out.j2d[-1], image_size).flatten(1)  # (B, 42)
@@ -209,7 +292,7 @@ class IterativeRegressor(nn.Module):
         """Eq. 6: j2D + f_ref([code, F, j3D, j2D]) (j2D itself when ``use_refiner`` is off).
 
         Args:
-            code: (B, 63) code of h_t. F: (B, C). joints: (B, 21, 3) j3D_t, camera space.
+            code: (B, D) code of h_t. F: (B, C). joints: (B, 21, 3) j3D_t, camera space.
             j2d: (B, 21, 2) the 2D pose to refine, crop pixels. image_size: crop side S.
         Returns:
             (B, 21, 2) refined 2D pose, crop pixels.

@@ -196,3 +196,35 @@ def quaternion_to_axis_angle(quat: torch.Tensor) -> torch.Tensor:
 def matrix_to_axis_angle(mat: torch.Tensor) -> torch.Tensor:
     """(..., 3, 3) rotation matrix → (..., 3) axis-angle."""
     return quaternion_to_axis_angle(matrix_to_quaternion(mat))
+
+
+def rotation_6d_to_matrix(d6: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Zhou et al. 2019's continuous 6-d representation → rotation matrix.
+
+    The six numbers are two 3-vectors a₁, a₂ (the first two *columns* of R when it is exact);
+    Gram–Schmidt makes them orthonormal and the cross product adds the third column:
+    b₁ = a₁/‖a₁‖, b₂ = normalise(a₂ − (b₁·a₂) b₁), b₃ = b₁ × b₂. Unlike a quaternion (q and −q are
+    one rotation, so any map from images to quaternions has a seam) the map SO(3) → 6-d is continuous,
+    which is why regressors learn it better (Zhou et al., CVPR 2019, "On the Continuity of Rotation
+    Representations in Neural Networks").
+
+    Args:
+        d6: (..., 6) [a₁, a₂] (any scale; a₁ and a₂ must not be parallel).
+    Returns:
+        (..., 3, 3) rotation matrix with columns b₁, b₂, b₃.
+    """
+    if d6.shape[-1] != 6:
+        raise ValueError(f"d6: expected shape (..., 6), got {tuple(d6.shape)}")
+    a1, a2 = d6[..., :3], d6[..., 3:]
+    b1 = a1 / torch.linalg.vector_norm(a1, dim=-1, keepdim=True).clamp_min(eps)
+    a2 = a2 - (b1 * a2).sum(-1, keepdim=True) * b1
+    b2 = a2 / torch.linalg.vector_norm(a2, dim=-1, keepdim=True).clamp_min(eps)
+    b3 = torch.linalg.cross(b1, b2, dim=-1)
+    return torch.stack([b1, b2, b3], dim=-1)
+
+
+def matrix_to_rotation_6d(mat: torch.Tensor) -> torch.Tensor:
+    """Rotation matrix (..., 3, 3) → its 6-d representation (..., 6): the first two columns."""
+    if mat.shape[-2:] != (3, 3):
+        raise ValueError(f"mat: expected shape (..., 3, 3), got {tuple(mat.shape)}")
+    return torch.cat([mat[..., :, 0], mat[..., :, 1]], dim=-1)

@@ -7,14 +7,17 @@ import torch
 from handlib.camera import intrinsics, project
 from handlib.hand_model import HandModel, identity_h
 from handlib.regressor import (
+    R_UPRIGHT,
     IterativeRegressor,
     RegressorConfig,
+    code_dim,
     code_to_h,
     denormalize_uv,
     h_to_code,
     initial_code,
     normalize_uv,
 )
+from handlib.rotations import quaternion_to_matrix
 
 S = 64
 
@@ -60,6 +63,56 @@ def test_code_to_h_gradcheck():
     code = initial_code(2, torch.float64) + 0.1 * torch.randn(2, 63, dtype=torch.float64)
     code.requires_grad_(True)
     assert torch.autograd.gradcheck(lambda c: code_to_h(c, _K(2, dtype=torch.float64), S), (code,))
+
+
+def test_6d_code_round_trip_and_gradcheck():
+    B = 5
+    g = torch.Generator().manual_seed(2)
+    h = identity_h(B, dtype=torch.float64)
+    h[:, :4] = torch.nn.functional.normalize(torch.randn(B, 4, generator=g, dtype=torch.float64), dim=-1)
+    h[:, :4] *= torch.sign(h[:, :1])  # code_to_h returns q with w ≥ 0 (q and −q are one rotation)
+    h[:, 4:59] = torch.randn(B, 55, generator=g, dtype=torch.float64) * 0.3
+    h[:, 60:63] = torch.tensor([0.02, -0.03, 0.4], dtype=torch.float64)
+    K = _K(B, dtype=torch.float64)
+    code = h_to_code(h, K, S, rotation="6d")
+    assert code.shape == (B, 65) and code_dim("6d") == 65 and code_dim() == 63
+    assert torch.allclose(code_to_h(code, K, S, rotation="6d"), h, atol=1e-12)
+    # the tail of the code is the quaternion code's tail
+    assert torch.allclose(code[:, 6:], h_to_code(h, K, S)[:, 4:], atol=1e-12)
+    c = (code + 0.1 * torch.randn(B, 65, generator=g, dtype=torch.float64)).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda x: code_to_h(x, K, S, rotation="6d"), (c,))
+    with pytest.raises(ValueError, match=r"code: expected shape \(\*, 65\)|code"):
+        code_to_h(torch.zeros(2, 63), _K(2), S, rotation="6d")
+
+
+@pytest.mark.parametrize("rotation", ["quaternion", "6d"])
+def test_upright_start_points_the_fingers_up(hand, rotation):
+    K = _K(2)
+    h0 = code_to_h(initial_code(2, rotation=rotation, start="upright"), K, S, rotation=rotation)
+    R = quaternion_to_matrix(h0[:, :4])
+    assert torch.allclose(R, torch.tensor(R_UPRIGHT).expand(2, 3, 3), atol=1e-6)
+    J = hand.from_h(h0).joints[0]
+    d = J[9] - J[0]  # wrist → middle MCP of the mean hand
+    assert d[1] < -0.9 * d.norm()  # up in the image (−y)
+    # the identity start in either representation is the same h_0
+    same = code_to_h(initial_code(2, rotation=rotation), K, S, rotation=rotation)
+    assert torch.allclose(same, code_to_h(initial_code(2), K, S), atol=1e-7)
+    with pytest.raises(ValueError, match="start"):
+        initial_code(1, start="sideways")
+
+
+def test_6d_regressor_code_and_fixed_scale(hand):
+    B, C = 2, 8
+    cfg = RegressorConfig(rotation="6d", start="upright", init_gain=1.0)
+    reg = IterativeRegressor(C, cfg)
+    out = reg(torch.randn(B, C), torch.rand(B, 21, 2) * S, _K(B), hand, S)
+    assert out.code[0].shape == (B, 65) and out.h[-1].shape == (B, 63)
+    assert torch.equal(out.code[-1][:, 61], out.code[0][:, 61])  # log s: not learnt by default
+    assert not torch.equal(out.code[-1][:, :6], out.code[0][:, :6])
+    assert torch.allclose(reg.code_to_h(reg.h_to_code(out.h[-1], _K(B), S), _K(B), S), out.h[-1], atol=1e-5)
+    for bad in (dict(rotation="euler"), dict(start="mean")):
+        with pytest.raises(ValueError, match="RegressorConfig"):
+            RegressorConfig(**bad)
 
 
 def test_iterations_bookkeeping_and_zero_updates(hand):

@@ -55,6 +55,29 @@ def test_rotation_gradcheck():
     assert torch.autograd.gradcheck(rot.axis_angle_to_quaternion, (v,))
 
 
+def test_rotation_6d_round_trip_and_gram_schmidt(rotvecs):
+    R = torch.as_tensor(Rotation.from_rotvec(rotvecs.numpy()).as_matrix())
+    d6 = rot.matrix_to_rotation_6d(R)
+    assert d6.shape == (500, 6)
+    assert torch.allclose(rot.rotation_6d_to_matrix(d6), R, atol=1e-12)
+    # any non-degenerate 6 numbers give a rotation whose first column is a₁'s direction
+    g = torch.Generator().manual_seed(1)
+    raw = torch.randn(200, 6, generator=g, dtype=F64) * 3
+    M = rot.rotation_6d_to_matrix(raw)
+    assert torch.allclose(M.transpose(-1, -2) @ M, torch.eye(3, dtype=F64).expand(200, 3, 3), atol=1e-12)
+    assert torch.allclose(torch.linalg.det(M), torch.ones(200, dtype=F64), atol=1e-12)
+    assert torch.allclose(M[..., 0], raw[:, :3] / raw[:, :3].norm(dim=-1, keepdim=True), atol=1e-12)
+    # the second column lies in the plane of a₁ and a₂, on a₂'s side
+    assert ((M[..., 1] * raw[:, 3:]).sum(-1) > 0).all()
+    # scaling either vector does not change the rotation
+    assert torch.allclose(rot.rotation_6d_to_matrix(raw * torch.tensor([2.0] * 3 + [0.5] * 3, dtype=F64)), M,
+                          atol=1e-12)
+    x = raw[:3].clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(rot.rotation_6d_to_matrix, (x,))
+    with pytest.raises(ValueError, match="d6"):
+        rot.rotation_6d_to_matrix(torch.zeros(2, 5))
+
+
 def test_projection_conventions():
     K = intrinsics(100.0, 31.5, 31.5, dtype=F64)
     # a point on the optical axis lands on the principal point; +x right, +y down
