@@ -257,19 +257,48 @@ def train_config(args):
     cfg = TrainConfig.from_profile(out=str(args.out), progress=bars_enabled(), **over)
     if args.steps is not None:  # a short run gets a short warm-up (unless --set says otherwise)
         cfg = dataclasses.replace(cfg, warmup=min(cfg.warmup, max(1, args.steps // 10)))
+    for path, text in _set_items(args):
+        if not path.startswith(MODEL_PREFIX):
+            cfg = set_field(cfg, path, text)
+    return cfg
+
+
+MODEL_PREFIX = "model."  # train --set model.PATH=VALUE: a field of the network's ModelConfig
+
+
+def _set_items(args) -> list[tuple[str, str]]:
+    items = []
     for item in args.set:
         path, eq, text = item.partition("=")
-        if not eq or not path:
+        if not eq or not path.strip():
             raise BadInput(f"--set {item}: expected PATH=VALUE, e.g. augment.enabled=True")
-        cfg = set_field(cfg, path.strip(), text.strip())
-    return cfg
+        items.append((path.strip(), text.strip()))
+    return items
+
+
+def model_config(args):
+    """The network's :class:`~handlib.model.ModelConfig` for ``train``: the profile's with each
+    ``--set model.PATH=VALUE`` applied (``model.regressor.rotation=6d``), or None when there is none
+    (the trainer then takes the profile's, or the checkpoint's on ``--resume``)."""
+    from .model import ModelConfig
+
+    items = [(p[len(MODEL_PREFIX):], p, t) for p, t in _set_items(args) if p.startswith(MODEL_PREFIX)]
+    if not items:
+        return None
+    if args.resume:
+        raise BadInput(f"--set {items[0][1]}: a resumed run's network is the checkpoint's "
+                       f"(leave out --set model.… with --resume)")
+    mcfg = ModelConfig.from_profile()
+    for path, full, text in items:
+        mcfg = set_field(mcfg, path, text, full)
+    return mcfg
 
 
 def _train(args) -> int:
     from .config import profile
     from .train import load_checkpoint, train
 
-    cfg = train_config(args)
+    cfg, mcfg = train_config(args), model_config(args)
     if args.data is not None:
         _check_data(args.data, cfg.eval_samples)
     if args.resume:
@@ -278,7 +307,7 @@ def _train(args) -> int:
             load_checkpoint(ckpt)
     print(f"profile {profile().name}: {cfg.steps} steps, batch {cfg.batch_size}, out {args.out}"
           + "".join(f", {item}" for item in args.set))
-    train(cfg, resume=args.resume)
+    train(cfg, mcfg, resume=args.resume)
     return 0
 
 
@@ -516,9 +545,10 @@ def _add_train(sub) -> None:
     t.add_argument("--ckpt-every", type=whole_number(1), default=None)
     t.add_argument("--log-every", type=whole_number(1), default=None)
     t.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
-                   help="any TrainConfig field, dotted into its parts, as a Python literal; repeatable "
-                        "(e.g. --set augment.enabled=True --set \"finetune=('all', 'all')\" "
-                        "--set weights.feature=0)")
+                   help="any TrainConfig field, dotted into its parts, as a Python literal, or with "
+                        "model. a field of the network's ModelConfig; repeatable (e.g. --set "
+                        "augment.enabled=True --set \"finetune=('all', 'all')\" --set weights.feature=0 "
+                        "--set model.regressor.rotation=6d)")
 
 
 def _add_eval(sub) -> None:

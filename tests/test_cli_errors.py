@@ -91,6 +91,9 @@ BAD = [
     ("train --set augment.enabled=1", "--set augment.enabled"),  # an int where a bool is expected
     ("train --set lr", "--set lr"),  # no value
     ("train --set augment.warmup_epochs=-1", "--set augment.warmup_epochs"),  # the config's own check
+    ("train --set model.regressor.rotation=euler", "--set model.regressor.rotation"),  # its own check
+    ("train --set model.nope=1", "--set model.nope"),
+    ("train --out {out_dir} --resume --set model.regressor.start=upright", "--set model.regressor.start"),
     ("train --steps 0", "--steps"),
     ("train --batch-size 0", "--batch-size"),
     ("train --lr 0", "--lr"),
@@ -321,3 +324,18 @@ def test_train_set_reaches_any_field_of_the_config(ci):
     # nothing else moved
     assert dataclasses.replace(cfg, augment=base.augment, finetune=base.finetune, weights=base.weights,
                                lr=base.lr, data=None, warmup=base.warmup, progress=base.progress) == base
+    assert cli.model_config(args) is None  # no model.… item: the trainer takes the profile's network
+
+
+def test_train_set_model_reaches_the_network_config(ci):
+    """`train --set model.PATH=VALUE`: a field of ModelConfig; the TrainConfig is untouched."""
+    from handlib.model import ModelConfig
+
+    args = cli.build_parser().parse_args(
+        ["train", "--out", "runs/x", "--set", "model.regressor.rotation=6d", "--set", "lr=0.002",
+         "--set", "model.regressor.start=upright", "--set", "model.crop_margin=2"])
+    mcfg, base = cli.model_config(args), ModelConfig.from_profile()
+    assert mcfg.regressor.rotation == "6d" and mcfg.regressor.start == "upright"
+    assert mcfg.crop_margin == 2.0 and base.regressor.rotation == "quaternion"
+    assert dataclasses.replace(mcfg, regressor=base.regressor, crop_margin=base.crop_margin) == base
+    assert cli.train_config(args) == TrainConfig.from_profile(out="runs/x", lr=0.002, progress=False)
