@@ -7,7 +7,7 @@ the Procrustes rotation between predicted and true joints, what Procrustes align
 the rotation error of h binned by how far the true hand is turned from the regressor's h_0 (the
 quaternion's seam shows as growth toward 180°).
 
-    python benchmarks/orientation.py handlib/assets/dhpe_cpu.pt runs/rot6d/checkpoint.pt
+    HANDLIB_PROFILE=cpu python benchmarks/orientation.py handlib/assets/dhpe_cpu.pt runs/rot6d/checkpoint.pt
 
 320 crops take ~30 s per checkpoint on 2 cores.
 """
@@ -19,9 +19,10 @@ import torch
 
 
 def angle_deg(R: torch.Tensor) -> torch.Tensor:
-    """(B, 3, 3) rotations → (B,) their angles in degrees (from the trace; clamped for round-off)."""
-    cos = (R.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2
-    return torch.rad2deg(torch.acos(cos.clamp(-1.0, 1.0)))
+    """(B, 3, 3) rotations → (B,) their angles in degrees (the norm of the axis-angle)."""
+    from handlib.rotations import matrix_to_axis_angle
+
+    return torch.rad2deg(matrix_to_axis_angle(R).norm(dim=-1))
 
 
 def procrustes_rotation(P: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
@@ -38,9 +39,8 @@ def predict(path: str, seed: int, num: int, batch: int = 32):
     from handlib.evaluate import dataset_for_eval
     from handlib.train import load_model
 
-    model = load_model(path)
-    ds = dataset_for_eval("synthetic", model.cfg.image_size, seed=seed, num=num, crop=model.cfg.crop_config(),
-                          render_size=256 if model.cfg.image_size == 224 else 2 * model.cfg.image_size)
+    model = load_model(path)  # renders: eval's rule (Profile.render_size_for), 256 px for the cpu network
+    ds = dataset_for_eval("synthetic", model.cfg.image_size, seed=seed, num=num, crop=model.cfg.crop_config())
     out = {"P": [], "G": [], "hp": [], "ht": []}
     for i in range(0, num, batch):
         b = collate([ds[j] for j in range(i, min(num, i + batch))])
