@@ -25,14 +25,6 @@ def angle_deg(R: torch.Tensor) -> torch.Tensor:
     return torch.rad2deg(matrix_to_axis_angle(R).norm(dim=-1))
 
 
-def procrustes_rotation(P: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
-    """(B, 3, 3) the rotation of the similarity that best maps joints P onto G (both (B, 21, 3))."""
-    from handlib.metrics import proper_rotation
-
-    pc, gc = P - P.mean(1, keepdim=True), G - G.mean(1, keepdim=True)
-    return proper_rotation(gc.transpose(1, 2) @ pc)[0]
-
-
 def predict(path: str, seed: int, num: int, batch: int = 32):
     """The network's joints and h beside the truth (right-hand frame) on ``num`` crops of ``seed``."""
     from handlib.data.batch import collate
@@ -62,7 +54,7 @@ def report(path: str, seed: int, num: int) -> None:
     pa = metrics.evaluate_3d(r["P"], r["G"], mode="procrustes")
     Rp, Rt = quaternion_to_matrix(r["hp"][:, :4]), quaternion_to_matrix(r["ht"][:, :4])
     err_h = angle_deg(Rp.transpose(1, 2) @ Rt)
-    err_j = angle_deg(procrustes_rotation(r["P"], r["G"]))
+    err_j = angle_deg(metrics.similarity_transform(r["P"], r["G"])[1])  # Procrustes' rotation
     from_start = angle_deg(quaternion_to_matrix(q0).T[None] @ Rt)
     print(f"{path} ({num} crops of seed {seed}): AUC 20–50 mm {scale['auc']:.3f}, PA-MPJPE "
           f"{pa['mean_mm']:.1f} mm, rotation of h {err_h.mean():.1f}° / {err_h.median():.1f}° "

@@ -81,7 +81,7 @@ def test_6d_code_round_trip_and_gradcheck():
     assert torch.allclose(code[:, 6:], h_to_code(h, K, S)[:, 4:], atol=1e-12)
     c = (code + 0.1 * torch.randn(B, 65, generator=g, dtype=torch.float64)).requires_grad_(True)
     assert torch.autograd.gradcheck(lambda x: code_to_h(x, K, S, rotation="6d"), (c,))
-    with pytest.raises(ValueError, match=r"code: expected shape \(\*, 65\)|code"):
+    with pytest.raises(ValueError, match=r"code: expected shape \(\*, 65\)"):
         code_to_h(torch.zeros(2, 63), _K(2), S, rotation="6d")
 
 
