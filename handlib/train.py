@@ -254,6 +254,12 @@ def compute_terms(model: DHPE, out: DHPEOutput, batch: dict, weights: L.LossWeig
     shaped = hmodel.v_template + blend_shapes(out.h[:, 49:59], hmodel.shapedirs)  # (B, V, 3) rest pose
     terms["laplacian"] = L.laplacian_loss(shaped, hmodel.faces, hmodel.v_template, lap)
     terms["shape_prior"] = L.shape_prior_loss(out.h[:, 49:59])
+    if "h" in batch:  # ours, see LossWeights.mesh: the true mesh, where the data carries it
+        with torch.no_grad():
+            true = hmodel.from_h(batch["h"])
+        has = batch["has_h"].to(out.verts.dtype)
+        terms["mesh"] = sum(L.mesh_loss(v, j[:, 0], true.verts, true.joints[:, 0], has)
+                            for v, j in zip(reg.verts, reg.joints))
     return terms, extra
 
 

@@ -425,3 +425,62 @@ def test_shape_prior_is_mean_beta_squared():
     assert torch.autograd.gradcheck(shape_prior_loss, (b,))
     with pytest.raises(ValueError, match="betas"):
         shape_prior_loss(torch.zeros(3))
+
+
+# ----------------------------------------------------------------------------------------------
+# mesh (ours): root-relative mean per-vertex error against the true mesh
+# ----------------------------------------------------------------------------------------------
+def _cloud(B, V=50, seed=0):
+    g = _gen(seed)
+    verts = torch.tensor([0.0, 0.0, 0.5], dtype=D) + 0.05 * torch.randn(B, V, 3, generator=g, dtype=D)
+    root = verts[:, 0] + 0.01 * torch.randn(B, 3, generator=g, dtype=D)
+    return verts, root
+
+
+def test_mesh_loss_matches_a_loop_and_masks_samples():
+    vp, rp = _cloud(4, seed=1)
+    vt, rt = _cloud(4, seed=2)
+    w = torch.tensor([1.0, 0.0, 1.0, 1.0], dtype=D)
+    per = []
+    for b in range(4):
+        d = [math.dist((vp[b, v] - rp[b]).tolist(), (vt[b, v] - rt[b]).tolist()) for v in range(vp.shape[1])]
+        per.append(sum(d) / len(d) / 0.01)
+    assert losses.mesh_loss(vp, rp, vt, rt).item() == pytest.approx(sum(per) / 4, rel=1e-12)
+    kept = (per[0] + per[2] + per[3]) / 3
+    assert losses.mesh_loss(vp, rp, vt, rt, w).item() == pytest.approx(kept, rel=1e-12)
+    assert losses.mesh_loss(vp, rp, vt, rt, w, unit=0.001).item() == pytest.approx(
+        10 * kept, rel=1e-12)
+    # a sample without a true mesh changes nothing; none at all gives 0, not 0/0
+    vp2 = vp.clone()
+    vp2[1] += 1.0
+    assert losses.mesh_loss(vp2, rp, vt, rt, w).item() == pytest.approx(kept, rel=1e-12)
+    assert losses.mesh_loss(vp, rp, vt, rt, torch.zeros(4, dtype=D)).item() == 0.0
+
+
+def test_mesh_loss_is_root_relative_and_measures_the_rotation():
+    vt, rt = _cloud(3, seed=3)
+    assert losses.mesh_loss(vt, rt, vt, rt).item() == 0.0
+    # moved as a whole (translation, the 2D terms' business): no cost
+    shift = torch.tensor([0.1, -0.2, 0.3], dtype=D)
+    assert losses.mesh_loss(vt + shift, rt + shift, vt, rt).item() == pytest.approx(0.0, abs=1e-12)
+    # turned by θ about the root: every vertex moves 2 sin(θ/2) × its distance from the axis
+    th = math.radians(20.0)
+    R = torch.tensor([[math.cos(th), -math.sin(th), 0], [math.sin(th), math.cos(th), 0], [0, 0, 1]], dtype=D)
+    rel = vt - rt[:, None]
+    turned = rel @ R.T + rt[:, None]
+    expect = (2 * math.sin(th / 2) * rel[..., :2].norm(dim=-1)).mean() / 0.01
+    assert losses.mesh_loss(turned, rt, vt, rt).item() == pytest.approx(expect.item(), rel=1e-10)
+
+
+def test_mesh_loss_gradcheck_and_shapes():
+    vp, rp = _cloud(2, V=6, seed=4)
+    vt, rt = _cloud(2, V=6, seed=5)
+    w = torch.tensor([1.0, 0.5], dtype=D)
+    assert gradcheck(lambda v, r: losses.mesh_loss(v, r, vt, rt, w),
+                     (vp.requires_grad_(), rp.requires_grad_()))
+    with pytest.raises(ValueError, match="verts_gt"):
+        losses.mesh_loss(vp, rp, vt[:, :5], rt)
+    with pytest.raises(ValueError, match="root_pred"):
+        losses.mesh_loss(vp, rp[:, :2], vt, rt)
+    with pytest.raises(ValueError, match="weight"):
+        losses.mesh_loss(vp, rp, vt, rt, w[:1])

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -145,6 +146,33 @@ def test_rendering_only_switched_on_samples_gives_the_same_silhouette_loss():
     g_full = torch.autograd.grad(t_full["silhouette"], full.reg.code[-1])[0]
     g_part = torch.autograd.grad(t_part["silhouette"], part.reg.code[-1])[0]
     assert torch.allclose(g_full, g_part, rtol=1e-4, atol=1e-8) and g_part[1].abs().sum() == 0
+
+
+def test_mesh_term_is_the_true_meshs_root_relative_error_and_trains_the_rotation():
+    from handlib.data import CropConfig, SyntheticHands, crop_to_hand
+    from handlib.data.batch import collate
+    from handlib.losses import LossWeights, laplacian_matrix, mesh_loss
+    from handlib.model import DHPE
+
+    torch.manual_seed(0)
+    model = DHPE(_mcfg())
+    ds = SyntheticHands(seed=0, num=3, image_size=96)
+    crop = CropConfig(size=64, rotation=30.0)
+    batch = collate([crop_to_hand(ds[i], crop, np.random.default_rng(i)) for i in range(3)])
+    true = model.hand_model.from_h(batch["h"])  # the crop's h (turned with it) is its 3D labels' mesh
+    assert torch.allclose(true.joints, batch["kp3d"], atol=1e-5)
+    batch["has_h"] = torch.tensor([True, False, True])
+    lap = laplacian_matrix(model.hand_model.faces, model.hand_model.num_verts)
+    out = model(batch["image"], batch["K"], render=False)
+    terms, _ = T.compute_terms(model, out, batch, LossWeights(mesh=1.0), "joint", None, lap)
+    expect = sum(mesh_loss(v[[0, 2]], j[[0, 2], 0], true.verts[[0, 2]], true.joints[[0, 2], 0])
+                 for v, j in zip(out.reg.verts, out.reg.joints))
+    assert torch.allclose(terms["mesh"], expect)
+    # the term reaches the global rotation of every iteration's code, and only the samples with h
+    g = torch.autograd.grad(terms["mesh"], out.reg.code[1])[0]
+    assert g[[0, 2], :4].abs().sum() > 0 and g[1].abs().sum() == 0
+    del batch["h"], batch["has_h"]  # data without meshes (RHD, STB): no term
+    assert "mesh" not in T.compute_terms(model, out, batch, LossWeights(mesh=1.0), "joint", None, lap)[0]
 
 
 def test_export_keeps_weights_only_and_half_precision_loads_into_float32(tmp_path):
