@@ -36,11 +36,15 @@ def test_each_variant_changes_exactly_what_it_names():
     # no_augmentation turns it off
     cpu = TrainConfig.from_profile(profile("cpu"))
     assert not cpu.augment.enabled and base.augment.enabled
+    # and the paper's Eq. 7: our mesh term is off in every variant, whatever the recipe's weight
+    cpu = dataclasses.replace(cpu, weights=dataclasses.replace(cpu.weights, mesh=0.5))
     for name in VARIANTS:
         t, _ = variant_configs(name, cpu, ModelConfig.from_profile(profile("cpu")))
         assert t.augment.enabled == (name != "no_augmentation"), name
+        assert t.weights.mesh == 0.0, name
         if name in ("full", "no_refinement", "no_refiner"):  # nothing else of the recipe changes
-            assert dataclasses.replace(t, augment=cpu.augment) == cpu, name
+            assert dataclasses.replace(t, augment=cpu.augment, weights=cpu.weights) == cpu, name
+            assert dataclasses.replace(t.weights, mesh=0.5) == cpu.weights, name
     with pytest.raises(ValueError, match="unknown"):
         AblationConfig(variants=("full", "no_such_thing"))
 
