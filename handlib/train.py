@@ -254,7 +254,7 @@ def compute_terms(model: DHPE, out: DHPEOutput, batch: dict, weights: L.LossWeig
     shaped = hmodel.v_template + blend_shapes(out.h[:, 49:59], hmodel.shapedirs)  # (B, V, 3) rest pose
     terms["laplacian"] = L.laplacian_loss(shaped, hmodel.faces, hmodel.v_template, lap)
     terms["shape_prior"] = L.shape_prior_loss(out.h[:, 49:59])
-    if "h" in batch:  # ours, see LossWeights.mesh: the true mesh, where the data carries it
+    if weights.mesh and "h" in batch:  # ours, see LossWeights.mesh: the true mesh, where the data has it
         with torch.no_grad():
             true = hmodel.from_h(batch["h"])
         has = batch["has_h"].to(out.verts.dtype)

@@ -171,6 +171,7 @@ def test_mesh_term_is_the_true_meshs_root_relative_error_and_trains_the_rotation
     # the term reaches the global rotation of every iteration's code, and only the samples with h
     g = torch.autograd.grad(terms["mesh"], out.reg.code[1])[0]
     assert g[[0, 2], :4].abs().sum() > 0 and g[1].abs().sum() == 0
+    assert "mesh" not in T.compute_terms(model, out, batch, LossWeights(), "joint", None, lap)[0]  # weight 0
     del batch["h"], batch["has_h"]  # data without meshes (RHD, STB): no term
     assert "mesh" not in T.compute_terms(model, out, batch, LossWeights(mesh=1.0), "joint", None, lap)[0]
 
